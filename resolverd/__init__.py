@@ -1,0 +1,36 @@
+"""resolverd: a low-latency shared-memory instrument token resolver.
+
+The public surface is what this module exports; every other module may change freely.
+"""
+
+from .client import Resolver
+from .compiler import compile_snapshot
+from .errors import (
+    ConfigError,
+    LayoutError,
+    RegistryError,
+    ResolverError,
+    SourceError,
+    SourceMissingError,
+    UnavailableError,
+    UnknownNameError,
+)
+from .model import BrokerToken, Instrument, Registry
+from .shm_layout import NO_TOKEN
+
+__all__ = [
+    "NO_TOKEN",
+    "BrokerToken",
+    "ConfigError",
+    "Instrument",
+    "LayoutError",
+    "Registry",
+    "RegistryError",
+    "Resolver",
+    "ResolverError",
+    "SourceError",
+    "SourceMissingError",
+    "UnavailableError",
+    "UnknownNameError",
+    "compile_snapshot",
+]

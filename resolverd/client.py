@@ -1,0 +1,666 @@
+"""The read-only client: map a snapshot and resolve keys and tokens from it without copying.
+
+    with Resolver.open("/dev/shm/universe.snap") as r:   # or Resolver.open("NAME")
+        r.token("NSE:INFY", "kite")            # 408065
+        r.key(408065, "kite")                  # 'NSE:INFY'
+        r.keys(ticks["instrument_token"], "kite")
+
+The single lookups (`token`, `get_token`, `key`, `get_key`) are closures built once per snapshot
+and stored on the instance: every table they touch is a local cell variable and every element
+read goes through a memoryview, because attribute lookups and numpy scalars cost more than the
+lookup itself (`bench/bench_lookup.py` measures it). Batch lookups use numpy over the same
+mapped sections.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import mmap
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import numpy as np
+import xxhash
+from numpy.typing import ArrayLike, NDArray
+
+from . import phf
+from .errors import LayoutError, UnavailableError, UnknownNameError
+from .model import BrokerToken, Instrument, days_to_date
+from .shm_layout import (
+    KIND_INT,
+    MASK64,
+    MIX_MULTIPLIER,
+    NO_TOKEN,
+    PILOT_MIX,
+    Header,
+    check_feed,
+    control_file_name,
+    read_control,
+    read_header,
+    verify_payload,
+)
+
+DEFAULT_SHM_DIR: Final = "/dev/shm"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_MISSING: Final = object()
+T = TypeVar("T")
+
+
+def shm_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where named registries are published: the argument, $RESOLVERD_SHM_DIR, or /dev/shm."""
+    return Path(explicit or os.environ.get("RESOLVERD_SHM_DIR") or DEFAULT_SHM_DIR)
+
+
+def _map_file(path: Path, *, populate: bool) -> mmap.mmap:
+    """Map a whole file read-only; PROT_READ makes every write through the mapping impossible."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise UnavailableError(f"{path}: cannot open: {exc.strerror}") from exc
+    try:
+        size = os.fstat(fd).st_size
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LayoutError(f"{path}: not a regular file")
+        if size == 0:
+            raise LayoutError(f"{path}: truncated: the file is empty")
+        flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
+        return mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+
+
+class _Columns(dict[str, Any]):
+    """broker or feed name -> table; an unknown name is the caller's error, not a miss."""
+
+    def __init__(self, what: str, items: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.what = what
+
+    def __missing__(self, name: str) -> Any:
+        raise UnknownNameError(f"unknown {self.what} {name!r}; this snapshot has "
+                               f"{', '.join(sorted(self)) or 'none'}")
+
+
+class _StrColumn:
+    """A string token column, indexed like the integer ones; NO_TOKEN marks "none"."""
+
+    __slots__ = ("view", "width")
+
+    def __init__(self, view: memoryview, width: int) -> None:
+        self.view, self.width = view, width
+
+    def __getitem__(self, ordinal: int) -> str | int:
+        start = ordinal * self.width
+        raw = self.view[start:start + self.width].tobytes().rstrip(b"\0")
+        return raw.decode() if raw else NO_TOKEN
+
+
+class _Feed:
+    """One feed's reverse tables, as memoryviews (single lookups) and arrays (batches)."""
+
+    def __init__(self, resolver: Resolver, index: int, record: np.void) -> None:
+        self.name = record["name"].decode()
+        self.kind = int(record["kind"])
+        self.broker = int(record["broker"])
+        self.seed = int(record["seed"])
+        self.count = int(record["count"])
+        self.slot_count = int(record["slot_count"])
+        self.bucket_bits = int(record["bucket_bits"])
+        prefix = f"feed.{index}."
+        self.pilots = resolver._array(prefix + "pilots")
+        self.remap = resolver._array(prefix + "remap")
+        self.tokens = resolver._array(prefix + "tokens")
+        self.targets = resolver._array(prefix + "targets")
+        self.pilots_view = resolver._view(prefix + "pilots")
+        self.remap_view = resolver._view(prefix + "remap", "I")
+        self.tokens_view = resolver._view(prefix + "tokens", "Q")
+        self.targets_view = resolver._view(prefix + "targets", "I")
+
+
+class Resolver:
+    """A read-only view of one snapshot.
+
+    Single lookups, all O(1) with no allocation but the result:
+
+    - ``token(key, broker)``: the broker's token for a key (int, or str for string brokers);
+      KeyError if the key is unknown or the broker does not list it.
+    - ``get_token(key, broker, default=None)``: the same, with a default instead of KeyError.
+    - ``key(token, feed)``: the key a feed's token stands for; KeyError if none.
+    - ``get_key(token, feed, default=None)``.
+
+    An unknown broker or feed name raises UnknownNameError, never KeyError. Bind
+    ``token = resolver.token`` only for as long as the resolver is open.
+    """
+
+    token: Callable[[str, str], int | str]
+    get_token: Callable[..., Any]
+    key: Callable[[int | str, str], str]
+    get_key: Callable[..., Any]
+
+    def __init__(
+        self,
+        buffer: bytes | bytearray | memoryview | mmap.mmap,
+        *,
+        strict: bool = False,
+        cache: bool = False,
+        verify: bool = False,
+        cache_limit: int = 1 << 16,
+    ) -> None:
+        """View a snapshot held in any buffer. Validates header and section table (and with
+        `verify`, the payload checksum and every stored index); raises LayoutError."""
+        self._buffer: Any = buffer
+        self._memory = memoryview(buffer).toreadonly().cast("B")
+        self._exports: list[memoryview] = []
+        self.header: Header = read_header(self._memory)
+        self.strict = strict
+        if verify:
+            verify_payload(self._memory, self.header)
+        self._load()
+        if verify:
+            self._verify_indexes()
+        self._bind(cache=cache, cache_limit=cache_limit)
+
+    @classmethod
+    def open(
+        cls,
+        source: str | os.PathLike[str],
+        *,
+        strict: bool = False,
+        cache: bool = False,
+        verify: bool = False,
+        populate: bool = False,
+        directory: str | os.PathLike[str] | None = None,
+    ) -> Resolver:
+        """Map a snapshot file, or the current generation of a registry published by name.
+
+        A string without a path separator that matches ``[A-Za-z0-9_][A-Za-z0-9_.-]*`` and is
+        not an existing file is a registry name, looked up in `directory` (default
+        $RESOLVERD_SHM_DIR or /dev/shm). `populate` pre-faults the whole mapping on open.
+        """
+        text = os.fspath(source)
+        is_name = (isinstance(source, str) and os.sep not in text and _NAME.fullmatch(text)
+                   and not Path(text).is_file())
+        if not is_name:
+            path = Path(text)
+            try:
+                mapped = _map_file(path, populate=populate)
+            except FileNotFoundError:
+                raise UnavailableError(f"{path}: no such snapshot file") from None
+            return cls._from_map(mapped, str(path), strict=strict, cache=cache, verify=verify)
+        return cls._open_named(text, shm_dir(directory), strict=strict, cache=cache,
+                               verify=verify, populate=populate)
+
+    @classmethod
+    def _open_named(cls, name: str, directory: Path, **options: Any) -> Resolver:
+        control_path = directory / control_file_name(name)
+        populate = options.pop("populate")
+        for _ in range(5):
+            try:
+                control_map = _map_file(control_path, populate=False)
+            except FileNotFoundError:
+                raise UnavailableError(
+                    f"registry {name!r} is not published in {directory} (no {control_path.name});"
+                    " is `resolverd serve` running?") from None
+            with control_map:
+                state = read_control(control_map)
+            if state.generation == 0:
+                raise UnavailableError(f"registry {name!r}: no generation published yet")
+            if os.sep in state.snapshot or not state.snapshot:
+                raise LayoutError(f"{control_path}: field snapshot {state.snapshot!r} is not a "
+                                  "file name")
+            try:
+                mapped = _map_file(directory / state.snapshot, populate=populate)
+            except FileNotFoundError:
+                continue  # swapped and unlinked between the two reads: read the control again
+            resolver = cls._from_map(mapped, str(directory / state.snapshot), **options)
+            if resolver.generation != state.generation:
+                raise LayoutError(f"{state.snapshot}: generation {resolver.generation} in the "
+                                  f"snapshot, {state.generation} in the control segment")
+            return resolver
+        raise UnavailableError(f"registry {name!r}: its generation kept changing while opening")
+
+    @classmethod
+    def _from_map(cls, mapped: mmap.mmap, where: str, **options: Any) -> Resolver:
+        try:
+            return cls(mapped, **options)
+        except LayoutError as exc:
+            mapped.close()
+            raise LayoutError(f"{where}: {exc}") from None
+
+    # -- tables -------------------------------------------------------------------------------
+
+    def _view(self, name: str, fmt: str = "B") -> memoryview:
+        entry = self.header.sections[name]
+        view = self._memory[entry.offset:entry.offset + entry.nbytes]
+        if fmt != "B":
+            view = view.cast(fmt)
+        self._exports.append(view)
+        return view
+
+    def _array(self, name: str) -> NDArray[Any]:
+        entry = self.header.sections[name]
+        array = np.frombuffer(self._memory, dtype=entry.dtype, count=entry.count,
+                              offset=entry.offset)
+        return array
+
+    def _load(self) -> None:
+        h = self.header
+        self._n = h.instrument_count
+        self._pilots = self._array("key.pilots")
+        self._remap = self._array("key.remap")
+        self._fingerprints = self._array("key.fingerprints")
+        self._keys = self._array("keys")
+        self._records = self._array("records")
+        offsets = self._array("strings.offsets")
+        data = self._view("strings.data")
+        if int(offsets[-1]) > len(data):
+            raise LayoutError("section 'strings.offsets' points past 'strings.data'")
+        self._strings = tuple(
+            data[int(a):int(b)].tobytes().decode("utf-8", "replace")
+            for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+        )
+        brokers = self._array("brokers")
+        feeds = self._array("feeds")
+        self._feeds: dict[str, _Feed] = {}
+        for f, record in enumerate(feeds):
+            check_feed(h, f, record)
+            feed = _Feed(self, f, record)
+            self._feeds[feed.name] = feed
+        self._broker_kinds: dict[str, int] = {}
+        self._broker_arrays: dict[str, NDArray[Any]] = {}
+        self._broker_columns: dict[str, Any] = {}
+        self._broker_feeds: dict[str, tuple[_Feed, ...]] = {}
+        feed_list = list(self._feeds.values())
+        for j, record in enumerate(brokers):
+            name = record["name"].decode()
+            kind = int(record["kind"])
+            self._broker_kinds[name] = kind
+            self._broker_arrays[name] = self._array(f"tokens.{j}")
+            first, count = int(record["first_feed"]), int(record["feed_count"])
+            if first + count > len(feed_list):
+                raise LayoutError(f"broker {name}: fields first_feed/feed_count point past feeds")
+            self._broker_feeds[name] = tuple(feed_list[first:first + count])
+            if kind == KIND_INT:
+                self._broker_columns[name] = self._view(f"tokens.{j}", "Q")
+            else:
+                self._broker_columns[name] = _StrColumn(
+                    self._view(f"tokens.{j}"), int(record["token_width"]))
+
+    def _verify_indexes(self) -> None:
+        """O(n) checks that the stored indexes stay in range (part of `verify`)."""
+        if self._remap.size and int(self._remap.max()) >= self._n:
+            raise LayoutError("section 'key.remap' holds an ordinal out of range")
+        for feed in self._feeds.values():
+            if feed.remap.size and int(feed.remap.max()) >= feed.count:
+                raise LayoutError(f"feed {feed.name}: remap holds an ordinal out of range")
+            if feed.targets.size and int(feed.targets.max()) >= self._n:
+                raise LayoutError(f"feed {feed.name}: targets hold an ordinal out of range")
+
+    # -- single lookups -----------------------------------------------------------------------
+
+    def _bind(self, *, cache: bool, cache_limit: int) -> None:
+        xxh = xxhash.xxh3_64_intdigest
+        mixes = PILOT_MIX
+        n = self._n
+        seed = self.header.key_seed
+        shift = 64 - self.header.key_bucket_bits
+        slots = self.header.key_slot_count
+        pilots = self._view("key.pilots")
+        remap = self._view("key.remap", "I")
+        fingerprints = self._view("key.fingerprints", "Q")
+        keys = self._view("keys")
+        width = self.header.key_width
+        columns = _Columns("broker", self._broker_columns)
+        strict = self.strict
+
+        def ordinal(key: str) -> int:
+            """The key's ordinal, or -1."""
+            raw = key.encode()
+            h = xxh(raw, seed)
+            s = (h ^ mixes[pilots[h >> shift]]) % slots
+            if s >= n:
+                s = remap[s - n]
+            if fingerprints[s] != h:
+                return -1
+            if strict:
+                start = s * width
+                end = start + len(raw)
+                if keys[start:end] != raw or (end < start + width and keys[end]):
+                    return -1
+            return s
+
+        if strict:
+            def token(key: str, broker: str) -> int | str:
+                s = ordinal(key)
+                if s < 0:
+                    raise KeyError(key)
+                t = columns[broker][s]
+                if t == NO_TOKEN:
+                    raise KeyError(key)
+                return t  # type: ignore[no-any-return]
+
+            def get_token(key: str, broker: str, default: T | None = None) -> int | str | T | None:
+                s = ordinal(key)
+                if s < 0:
+                    columns[broker]  # an unknown broker is an error even on a miss
+                    return default
+                t = columns[broker][s]
+                return default if t == NO_TOKEN else t  # type: ignore[no-any-return]
+        else:
+            # Fingerprint mode: the body of `ordinal` inlined, which the hot-key benchmark
+            # (bench/bench_lookup.py::test_token_hot) shows is worth a function call.
+            def token(key: str, broker: str) -> int | str:
+                h = xxh(key.encode(), seed)
+                s = (h ^ mixes[pilots[h >> shift]]) % slots
+                if s >= n:
+                    s = remap[s - n]
+                if fingerprints[s] != h:
+                    columns[broker]
+                    raise KeyError(key)
+                t = columns[broker][s]
+                if t == NO_TOKEN:
+                    raise KeyError(key)
+                return t  # type: ignore[no-any-return]
+
+            def get_token(key: str, broker: str, default: T | None = None) -> int | str | T | None:
+                h = xxh(key.encode(), seed)
+                s = (h ^ mixes[pilots[h >> shift]]) % slots
+                if s >= n:
+                    s = remap[s - n]
+                if fingerprints[s] != h:
+                    columns[broker]
+                    return default
+                t = columns[broker][s]
+                return default if t == NO_TOKEN else t  # type: ignore[no-any-return]
+
+        if cache:
+            token, get_token = _cached(token, get_token, columns, cache_limit)
+
+        def key_of(s: int) -> str:
+            start = s * width
+            return keys[start:start + width].tobytes().rstrip(b"\0").decode()
+
+        feeds = _Columns("feed", {
+            name: _reverse_lookup(feed, key_of, self._broker_columns, self._broker_names(feed),
+                                  strict)
+            for name, feed in self._feeds.items()
+        })
+
+        def key(token: int | str, feed: str) -> str:
+            return feeds[feed](token, _MISSING)  # type: ignore[no-any-return]
+
+        def get_key(token: int | str, feed: str, default: T | None = None) -> str | T | None:
+            return feeds[feed](token, default)  # type: ignore[no-any-return]
+
+        self._ordinal = ordinal
+        self._key_of = key_of
+        self.token, self.get_token, self.key, self.get_key = token, get_token, key, get_key
+
+    def _broker_names(self, feed: _Feed) -> str:
+        return list(self._broker_kinds)[feed.broker]
+
+    # -- batch lookups ------------------------------------------------------------------------
+
+    def _hash_keys(self, keys: Sequence[str] | NDArray[Any], seed: int) -> NDArray[np.uint64]:
+        xxh = xxhash.xxh3_64_intdigest
+        if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
+            return np.fromiter((xxh(k, seed) for k in keys.tolist()), np.uint64, len(keys))
+        return np.array([xxh(k.encode(), seed) for k in keys], dtype=np.uint64).reshape(-1)
+
+    def ordinals(self, keys: Sequence[str] | NDArray[Any]) -> NDArray[np.intp]:
+        """Each key's ordinal in this snapshot (the row of `records`), -1 for unknown keys."""
+        hashes = self._hash_keys(keys, self.header.key_seed)
+        found = phf.query(hashes, self._pilots, self.header.key_bucket_bits,
+                          self.header.key_slot_count, self._remap)
+        miss = self._fingerprints[found] != hashes
+        if self.strict:
+            wanted = np.asarray(keys, dtype=f"S{self.header.key_width}") if not (
+                isinstance(keys, np.ndarray) and keys.dtype.kind == "S") else keys
+            miss |= self._keys[found] != wanted
+        found[miss] = -1
+        return found
+
+    def tokens(self, keys: Sequence[str] | NDArray[Any], broker: str) -> NDArray[Any]:
+        """Every key's token for a broker, as one array: uint64 with NO_TOKEN for a miss, or
+        fixed-width bytes with b'' for a miss when the broker's tokens are strings."""
+        column = _Columns("broker", self._broker_arrays)[broker]
+        found = self.ordinals(keys)
+        out = column[found]
+        out[found < 0] = NO_TOKEN if column.dtype.kind == "u" else b""
+        return out
+
+    def feed_ordinals(self, tokens: ArrayLike, feed: str) -> NDArray[np.intp]:
+        """Each token's instrument ordinal, -1 where the feed does not have the token."""
+        table: _Feed = _Columns("feed", self._feeds)[feed]
+        if table.kind == KIND_INT:
+            values = np.asarray(tokens)
+            if values.dtype.kind not in "ui":
+                raise TypeError(f"feed {feed} has integer tokens; got an array of {values.dtype}")
+            wanted = values.astype(np.uint64, copy=False)
+            hashes = phf.int_token_hash(wanted, table.seed)
+        else:
+            text = [t if isinstance(t, bytes) else str(t).encode() for t in np.asarray(
+                tokens, dtype=object).tolist()]
+            hashes = np.array([xxhash.xxh3_64_intdigest(t, table.seed) for t in text],
+                              dtype=np.uint64).reshape(-1)
+            wanted = hashes
+        slot = phf.query(hashes, table.pilots, table.bucket_bits, table.slot_count, table.remap)
+        hit = table.tokens[slot] == wanted
+        if table.kind == KIND_INT and values.dtype.kind == "i":
+            hit &= values >= 0
+        found = table.targets[slot].astype(np.intp)
+        if self.strict and table.kind != KIND_INT:
+            column = self._broker_arrays[self._broker_names(table)]
+            hit &= column[found] == np.array(text, dtype=column.dtype)
+        found[~hit] = -1
+        return found
+
+    def keys(self, tokens: ArrayLike, feed: str) -> NDArray[np.bytes_]:
+        """The key of every token of a feed, as fixed-width UTF-8 bytes (numpy ``S``), b''
+        where the feed does not have the token. ``.astype(str)`` makes them str."""
+        found = self.feed_ordinals(tokens, feed)
+        out = self._keys[found]
+        out[found < 0] = b""
+        return out
+
+    # -- records and the mapping protocol -----------------------------------------------------
+
+    def record(self, key: str) -> Instrument:
+        """The instrument's metadata and all its broker tokens; KeyError if unknown."""
+        s = self._ordinal(key)
+        if s < 0:
+            raise KeyError(key)
+        return self.record_at(s)
+
+    def record_at(self, ordinal: int) -> Instrument:
+        if not 0 <= ordinal < self._n:
+            raise IndexError(f"ordinal {ordinal} is out of range 0..{self._n - 1}")
+        row = self._records[ordinal]
+        strings = self._strings
+        tokens = []
+        for broker, column in self._broker_columns.items():
+            value = column[ordinal]
+            if value == NO_TOKEN:
+                continue
+            feed = next((f for f in self._broker_feeds[broker]
+                         if self.get_key(value, f.name) is not None
+                         and self._feed_target(f, value) == ordinal), None)
+            tokens.append(BrokerToken(broker, feed.name if feed else broker, value))
+        return Instrument(
+            key=self._key_of(ordinal),
+            exchange=strings[int(row["exchange"])],
+            segment=strings[int(row["segment"])],
+            instrument_type=strings[int(row["instrument_type"])],
+            name=strings[int(row["name"])],
+            expiry=days_to_date(int(row["expiry"])),
+            strike=float(row["strike"]),
+            tick_size=float(row["tick_size"]),
+            lot_size=int(row["lot_size"]),
+            isin=row["isin"].decode(),
+            exchange_token=int(row["exchange_token"]),
+            tokens=tuple(tokens),
+        )
+
+    def _feed_target(self, feed: _Feed, token: int | str) -> int:
+        found = self.feed_ordinals(np.array([token], dtype=np.uint64 if feed.kind == KIND_INT
+                                            else object), feed.name)
+        return int(found[0])
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._ordinal(key) >= 0
+
+    def __iter__(self) -> Iterator[str]:
+        """Keys in ordinal order."""
+        for raw in self._keys.tolist():
+            yield raw.decode()
+
+    @property
+    def generation(self) -> int:
+        return self.header.generation
+
+    @property
+    def checksum(self) -> int:
+        """The payload checksum: equal on every host that compiled the same registry."""
+        return self.header.payload_checksum
+
+    @property
+    def trade_date(self) -> dt.date | None:
+        return days_to_date(self.header.trade_date)
+
+    @property
+    def brokers(self) -> tuple[str, ...]:
+        return tuple(self._broker_kinds)
+
+    @property
+    def feeds(self) -> tuple[str, ...]:
+        return tuple(self._feeds)
+
+    def feed_size(self, feed: str) -> int:
+        return int(_Columns("feed", self._feeds)[feed].count)
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop this resolver's views of the snapshot. Never raises BufferError: the mapping
+        is unmapped now if nothing else views it, or when the last outside view is dropped."""
+        if self._memory is None:
+            return
+
+        def closed(*_: Any, **__: Any) -> Any:
+            raise ValueError("the resolver is closed")
+
+        self.token = self.get_token = self.key = self.get_key = closed
+        self._ordinal = self._key_of = closed
+        for name in ("_pilots", "_remap", "_fingerprints", "_keys", "_records"):
+            setattr(self, name, None)
+        self._feeds, self._broker_arrays, self._broker_columns = {}, {}, {}
+        for view in reversed(self._exports):
+            view.release()
+        self._exports.clear()
+        memory, self._memory = self._memory, None
+        try:
+            memory.release()
+        except BufferError:
+            pass  # an outside array still views it; reference counting unmaps later
+        buffer, self._buffer = self._buffer, None
+        if isinstance(buffer, mmap.mmap):
+            try:
+                buffer.close()
+            except BufferError:
+                pass
+
+    def __enter__(self) -> Resolver:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _cached(
+    token: Callable[[str, str], int | str],
+    get_token: Callable[..., Any],
+    columns: _Columns,
+    limit: int,
+) -> tuple[Callable[[str, str], int | str], Callable[..., Any]]:
+    """Wrap the lookups with a per-process dict of hot keys. A snapshot never changes, so the
+    cache lives and dies with the resolver (and therefore with the generation)."""
+    caches = _Columns("broker", {broker: {} for broker in columns})
+
+    def cached_token(key: str, broker: str) -> int | str:
+        hot = caches[broker]
+        t = hot.get(key)
+        if t is None:
+            t = token(key, broker)
+            if len(hot) < limit:
+                hot[key] = t
+        return t  # type: ignore[no-any-return]
+
+    def cached_get_token(key: str, broker: str, default: T | None = None) -> int | str | T | None:
+        hot = caches[broker]
+        t = hot.get(key)
+        if t is None:
+            t = get_token(key, broker, _MISSING)
+            if t is _MISSING:
+                return default
+            if len(hot) < limit:
+                hot[key] = t
+        return t  # type: ignore[no-any-return]
+
+    return cached_token, cached_get_token
+
+
+def _reverse_lookup(
+    feed: _Feed,
+    key_of: Callable[[int], str],
+    broker_columns: dict[str, Any],
+    broker: str,
+    strict: bool,
+) -> Callable[[int | str, Any], Any]:
+    """One feed's single reverse lookup: token -> key, or the default (KeyError if _MISSING)."""
+    mixes = PILOT_MIX
+    seed, n, slots = feed.seed, feed.count, feed.slot_count
+    shift = 64 - feed.bucket_bits
+    pilots, remap = feed.pilots_view, feed.remap_view
+    stored, targets = feed.tokens_view, feed.targets_view
+
+    if feed.kind == KIND_INT:
+        def lookup_int(token: int | str, default: Any) -> Any:
+            t = token if token.__class__ is int else int(token)
+            h = ((t ^ seed) * MIX_MULTIPLIER) & MASK64
+            h ^= h >> 32
+            s = (h ^ mixes[pilots[h >> shift]]) % slots
+            if s >= n:
+                s = remap[s - n]
+            if stored[s] != t:
+                if default is _MISSING:
+                    raise KeyError(token)
+                return default
+            return key_of(targets[s])
+
+        return lookup_int
+
+    xxh = xxhash.xxh3_64_intdigest
+    column = broker_columns[broker]
+
+    def lookup_str(token: int | str, default: Any) -> Any:
+        text = str(token)
+        h = xxh(text.encode(), seed)
+        s = (h ^ mixes[pilots[h >> shift]]) % slots
+        if s >= n:
+            s = remap[s - n]
+        if stored[s] != h or (strict and column[targets[s]] != text):
+            if default is _MISSING:
+                raise KeyError(token)
+            return default
+        return key_of(targets[s])
+
+    return lookup_str

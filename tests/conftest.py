@@ -1,0 +1,37 @@
+"""Fixtures shared by unit and integration tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The real broker files live beside the repository (`../shared/data`), never inside it.
+SHARED_DATA = Path(
+    os.environ.get("RESOLVERD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+KITE_FILE = SHARED_DATA / "kite_instruments_2024-04-03.csv"
+FYERS_FILE = SHARED_DATA / "fyers_NSE_CM_2024-06-25.csv"
+KITE_MOCKS = SHARED_DATA / "kiteconnect-mocks"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real broker data not present at {path} (set RESOLVERD_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kite_file() -> Path:
+    return _require(KITE_FILE)
+
+
+@pytest.fixture(scope="session")
+def fyers_file() -> Path:
+    return _require(FYERS_FILE)
+
+
+@pytest.fixture(scope="session")
+def kite_mocks() -> Path:
+    return _require(KITE_MOCKS)
