@@ -83,8 +83,9 @@ class _Columns(dict[str, Any]):
         self.what = what
 
     def __missing__(self, name: str) -> Any:
-        raise UnknownNameError(f"unknown {self.what} {name!r}; this snapshot has "
-                               f"{', '.join(sorted(self)) or 'none'}")
+        raise UnknownNameError(
+            f"unknown {self.what} {name!r}; this snapshot has {', '.join(sorted(self)) or 'none'}"
+        )
 
 
 class _StrColumn:
@@ -97,7 +98,7 @@ class _StrColumn:
 
     def __getitem__(self, ordinal: int) -> str | int:
         start = ordinal * self.width
-        raw = self.view[start:start + self.width].tobytes().rstrip(b"\0")
+        raw = self.view[start : start + self.width].tobytes().rstrip(b"\0")
         return raw.decode() if raw else NO_TOKEN
 
 
@@ -151,20 +152,26 @@ class Resolver:
         cache: bool = False,
         verify: bool = False,
         cache_limit: int = 1 << 16,
+        _owned: bool = False,
     ) -> None:
         """View a snapshot held in any buffer. Validates header and section table (and with
         `verify`, the payload checksum and every stored index); raises LayoutError."""
         self._buffer: Any = buffer
-        self._memory = memoryview(buffer).toreadonly().cast("B")
+        self._owns_buffer = _owned
+        self._memory: memoryview | None = memoryview(buffer).toreadonly().cast("B")
         self._exports: list[memoryview] = []
-        self.header: Header = read_header(self._memory)
         self.strict = strict
-        if verify:
-            verify_payload(self._memory, self.header)
-        self._load()
-        if verify:
-            self._verify_indexes()
-        self._bind(cache=cache, cache_limit=cache_limit)
+        try:
+            self.header: Header = read_header(self._memory)
+            if verify:
+                verify_payload(self._memory, self.header)
+            self._load()
+            if verify:
+                self._verify_indexes()
+            self._bind(cache=cache, cache_limit=cache_limit)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def open(
@@ -184,8 +191,12 @@ class Resolver:
         $RESOLVERD_SHM_DIR or /dev/shm). `populate` pre-faults the whole mapping on open.
         """
         text = os.fspath(source)
-        is_name = (isinstance(source, str) and os.sep not in text and _NAME.fullmatch(text)
-                   and not Path(text).is_file())
+        is_name = (
+            isinstance(source, str)
+            and os.sep not in text
+            and _NAME.fullmatch(text)
+            and not Path(text).is_file()
+        )
         if not is_name:
             path = Path(text)
             try:
@@ -193,8 +204,9 @@ class Resolver:
             except FileNotFoundError:
                 raise UnavailableError(f"{path}: no such snapshot file") from None
             return cls._from_map(mapped, str(path), strict=strict, cache=cache, verify=verify)
-        return cls._open_named(text, shm_dir(directory), strict=strict, cache=cache,
-                               verify=verify, populate=populate)
+        return cls._open_named(
+            text, shm_dir(directory), strict=strict, cache=cache, verify=verify, populate=populate
+        )
 
     @classmethod
     def _open_named(cls, name: str, directory: Path, **options: Any) -> Resolver:
@@ -206,38 +218,41 @@ class Resolver:
             except FileNotFoundError:
                 raise UnavailableError(
                     f"registry {name!r} is not published in {directory} (no {control_path.name});"
-                    " is `resolverd serve` running?") from None
+                    " is `resolverd serve` running?"
+                ) from None
             with control_map:
                 state = read_control(control_map)
             if state.generation == 0:
                 raise UnavailableError(f"registry {name!r}: no generation published yet")
             if os.sep in state.snapshot or not state.snapshot:
-                raise LayoutError(f"{control_path}: field snapshot {state.snapshot!r} is not a "
-                                  "file name")
+                raise LayoutError(
+                    f"{control_path}: field snapshot {state.snapshot!r} is not a file name"
+                )
             try:
                 mapped = _map_file(directory / state.snapshot, populate=populate)
             except FileNotFoundError:
                 continue  # swapped and unlinked between the two reads: read the control again
             resolver = cls._from_map(mapped, str(directory / state.snapshot), **options)
             if resolver.generation != state.generation:
-                raise LayoutError(f"{state.snapshot}: generation {resolver.generation} in the "
-                                  f"snapshot, {state.generation} in the control segment")
+                raise LayoutError(
+                    f"{state.snapshot}: generation {resolver.generation} in the "
+                    f"snapshot, {state.generation} in the control segment"
+                )
             return resolver
         raise UnavailableError(f"registry {name!r}: its generation kept changing while opening")
 
     @classmethod
     def _from_map(cls, mapped: mmap.mmap, where: str, **options: Any) -> Resolver:
         try:
-            return cls(mapped, **options)
+            return cls(mapped, _owned=True, **options)
         except LayoutError as exc:
-            mapped.close()
             raise LayoutError(f"{where}: {exc}") from None
 
     # -- tables -------------------------------------------------------------------------------
 
     def _view(self, name: str, fmt: str = "B") -> memoryview:
         entry = self.header.sections[name]
-        view = self._memory[entry.offset:entry.offset + entry.nbytes]
+        view = self._memory[entry.offset : entry.offset + entry.nbytes]
         if fmt != "B":
             view = view.cast(fmt)
         self._exports.append(view)
@@ -245,8 +260,9 @@ class Resolver:
 
     def _array(self, name: str) -> NDArray[Any]:
         entry = self.header.sections[name]
-        array = np.frombuffer(self._memory, dtype=entry.dtype, count=entry.count,
-                              offset=entry.offset)
+        array = np.frombuffer(
+            self._memory, dtype=entry.dtype, count=entry.count, offset=entry.offset
+        )
         return array
 
     def _load(self) -> None:
@@ -262,7 +278,7 @@ class Resolver:
         if int(offsets[-1]) > len(data):
             raise LayoutError("section 'strings.offsets' points past 'strings.data'")
         self._strings = tuple(
-            data[int(a):int(b)].tobytes().decode("utf-8", "replace")
+            data[int(a) : int(b)].tobytes().decode("utf-8", "replace")
             for a, b in zip(offsets[:-1], offsets[1:], strict=True)
         )
         brokers = self._array("brokers")
@@ -285,12 +301,13 @@ class Resolver:
             first, count = int(record["first_feed"]), int(record["feed_count"])
             if first + count > len(feed_list):
                 raise LayoutError(f"broker {name}: fields first_feed/feed_count point past feeds")
-            self._broker_feeds[name] = tuple(feed_list[first:first + count])
+            self._broker_feeds[name] = tuple(feed_list[first : first + count])
             if kind == KIND_INT:
                 self._broker_columns[name] = self._view(f"tokens.{j}", "Q")
             else:
                 self._broker_columns[name] = _StrColumn(
-                    self._view(f"tokens.{j}"), int(record["token_width"]))
+                    self._view(f"tokens.{j}"), int(record["token_width"])
+                )
 
     def _verify_indexes(self) -> None:
         """O(n) checks that the stored indexes stay in range (part of `verify`)."""
@@ -336,6 +353,7 @@ class Resolver:
             return s
 
         if strict:
+
             def token(key: str, broker: str) -> int | str:
                 s = ordinal(key)
                 if s < 0:
@@ -384,13 +402,17 @@ class Resolver:
 
         def key_of(s: int) -> str:
             start = s * width
-            return keys[start:start + width].tobytes().rstrip(b"\0").decode()
+            return keys[start : start + width].tobytes().rstrip(b"\0").decode()
 
-        feeds = _Columns("feed", {
-            name: _reverse_lookup(feed, key_of, self._broker_columns, self._broker_names(feed),
-                                  strict)
-            for name, feed in self._feeds.items()
-        })
+        feeds = _Columns(
+            "feed",
+            {
+                name: _reverse_lookup(
+                    feed, key_of, self._broker_columns, self._broker_names(feed), strict
+                )
+                for name, feed in self._feeds.items()
+            },
+        )
 
         def key(token: int | str, feed: str) -> str:
             return feeds[feed](token, _MISSING)  # type: ignore[no-any-return]
@@ -416,12 +438,20 @@ class Resolver:
     def ordinals(self, keys: Sequence[str] | NDArray[Any]) -> NDArray[np.intp]:
         """Each key's ordinal in this snapshot (the row of `records`), -1 for unknown keys."""
         hashes = self._hash_keys(keys, self.header.key_seed)
-        found = phf.query(hashes, self._pilots, self.header.key_bucket_bits,
-                          self.header.key_slot_count, self._remap)
+        found = phf.query(
+            hashes,
+            self._pilots,
+            self.header.key_bucket_bits,
+            self.header.key_slot_count,
+            self._remap,
+        )
         miss = self._fingerprints[found] != hashes
         if self.strict:
-            wanted = np.asarray(keys, dtype=f"S{self.header.key_width}") if not (
-                isinstance(keys, np.ndarray) and keys.dtype.kind == "S") else keys
+            wanted = (
+                np.asarray(keys, dtype=f"S{self.header.key_width}")
+                if not (isinstance(keys, np.ndarray) and keys.dtype.kind == "S")
+                else keys
+            )
             miss |= self._keys[found] != wanted
         found[miss] = -1
         return found
@@ -445,10 +475,13 @@ class Resolver:
             wanted = values.astype(np.uint64, copy=False)
             hashes = phf.int_token_hash(wanted, table.seed)
         else:
-            text = [t if isinstance(t, bytes) else str(t).encode() for t in np.asarray(
-                tokens, dtype=object).tolist()]
-            hashes = np.array([xxhash.xxh3_64_intdigest(t, table.seed) for t in text],
-                              dtype=np.uint64).reshape(-1)
+            text = [
+                t if isinstance(t, bytes) else str(t).encode()
+                for t in np.asarray(tokens, dtype=object).tolist()
+            ]
+            hashes = np.array(
+                [xxhash.xxh3_64_intdigest(t, table.seed) for t in text], dtype=np.uint64
+            ).reshape(-1)
             wanted = hashes
         slot = phf.query(hashes, table.pilots, table.bucket_bits, table.slot_count, table.remap)
         hit = table.tokens[slot] == wanted
@@ -488,9 +521,15 @@ class Resolver:
             value = column[ordinal]
             if value == NO_TOKEN:
                 continue
-            feed = next((f for f in self._broker_feeds[broker]
-                         if self.get_key(value, f.name) is not None
-                         and self._feed_target(f, value) == ordinal), None)
+            feed = next(
+                (
+                    f
+                    for f in self._broker_feeds[broker]
+                    if self.get_key(value, f.name) is not None
+                    and self._feed_target(f, value) == ordinal
+                ),
+                None,
+            )
             tokens.append(BrokerToken(broker, feed.name if feed else broker, value))
         return Instrument(
             key=self._key_of(ordinal),
@@ -508,8 +547,9 @@ class Resolver:
         )
 
     def _feed_target(self, feed: _Feed, token: int | str) -> int:
-        found = self.feed_ordinals(np.array([token], dtype=np.uint64 if feed.kind == KIND_INT
-                                            else object), feed.name)
+        found = self.feed_ordinals(
+            np.array([token], dtype=np.uint64 if feed.kind == KIND_INT else object), feed.name
+        )
         return int(found[0])
 
     def __len__(self) -> int:
@@ -545,14 +585,23 @@ class Resolver:
         return tuple(self._feeds)
 
     def feed_size(self, feed: str) -> int:
+        """How many tokens the feed has."""
         return int(_Columns("feed", self._feeds)[feed].count)
+
+    def feed_kind(self, feed: str) -> str:
+        """ "int" or "str": the kind of token the feed holds."""
+        return "int" if _Columns("feed", self._feeds)[feed].kind == KIND_INT else "str"
+
+    def broker_kind(self, broker: str) -> str:
+        return "int" if _Columns("broker", self._broker_kinds)[broker] == KIND_INT else "str"
 
     # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
         """Drop this resolver's views of the snapshot. Never raises BufferError: the mapping
         is unmapped now if nothing else views it, or when the last outside view is dropped."""
-        if self._memory is None:
+        memory, self._memory = self._memory, None
+        if memory is None:
             return
 
         def closed(*_: Any, **__: Any) -> Any:
@@ -566,17 +615,13 @@ class Resolver:
         for view in reversed(self._exports):
             view.release()
         self._exports.clear()
-        memory, self._memory = self._memory, None
+        buffer, self._buffer = self._buffer, None
         try:
             memory.release()
-        except BufferError:
-            pass  # an outside array still views it; reference counting unmaps later
-        buffer, self._buffer = self._buffer, None
-        if isinstance(buffer, mmap.mmap):
-            try:
+            if self._owns_buffer and isinstance(buffer, mmap.mmap):
                 buffer.close()
-            except BufferError:
-                pass
+        except BufferError:
+            pass  # an outside array still views it; reference counting unmaps it later
 
     def __enter__(self) -> Resolver:
         return self
@@ -633,6 +678,7 @@ def _reverse_lookup(
     stored, targets = feed.tokens_view, feed.targets_view
 
     if feed.kind == KIND_INT:
+
         def lookup_int(token: int | str, default: Any) -> Any:
             t = token if token.__class__ is int else int(token)
             h = ((t ^ seed) * MIX_MULTIPLIER) & MASK64

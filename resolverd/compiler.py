@@ -21,13 +21,13 @@ from . import phf
 from .errors import RegistryError
 from .model import Categorical, Registry, TokenColumn, date_to_days
 from .shm_layout import (
-    KIND_INT,
-    KIND_STR,
-    NO_TOKEN,
-    RECORD_DTYPE,
     BROKER_DTYPE,
     FEED_DTYPE,
+    KIND_INT,
+    KIND_STR,
     MASK64,
+    NO_TOKEN,
+    RECORD_DTYPE,
     Section,
     mix,
     write_snapshot,
@@ -66,16 +66,18 @@ def _place(
             return _Hashed(seed, hashes, phf.build(hashes))
         except (phf.DuplicateHash, phf.NoPilot):
             continue
-    raise RegistryError(f"{what}: no perfect hash after {MAX_SEED_ATTEMPTS} seeds "
-                        f"(first entry {names(0)!r})")
+    raise RegistryError(
+        f"{what}: no perfect hash after {MAX_SEED_ATTEMPTS} seeds (first entry {names(0)!r})"
+    )
 
 
 def _encode_strings(values: Sequence[str], what: str) -> tuple[list[bytes], int]:
     encoded = [v.encode("utf-8") for v in values]
     longest = max(map(len, encoded), default=0)
     if longest > MAX_STRING_WIDTH:
-        raise RegistryError(f"{what}: a value is {longest} bytes long, the limit is "
-                            f"{MAX_STRING_WIDTH}")
+        raise RegistryError(
+            f"{what}: a value is {longest} bytes long, the limit is {MAX_STRING_WIDTH}"
+        )
     if any(b"\0" in v for v in encoded):
         raise RegistryError(f"{what}: a value contains a NUL character")
     return encoded, fixed_width(longest)
@@ -101,8 +103,9 @@ def _name(value: str, what: str) -> bytes:
 def _string_table(columns: Sequence[Categorical]) -> tuple[list[str], list[NDArray[np.uint32]]]:
     """One sorted table of the strings the columns use, and each column's codes into it."""
     used = [np.unique(c.codes) for c in columns]
-    table = sorted({c.categories[int(i)] for c, codes in zip(columns, used, strict=True)
-                    for i in codes})
+    table = sorted(
+        {c.categories[int(i)] for c, codes in zip(columns, used, strict=True) for i in codes}
+    )
     index = {s: i for i, s in enumerate(table)}
     recoded = []
     for column in columns:
@@ -116,11 +119,16 @@ def _check_length(registry: Registry) -> int:
     if n == 0:
         raise RegistryError("the registry has no instruments")
     columns = {
-        "exchange": registry.exchange, "segment": registry.segment,
-        "instrument_type": registry.instrument_type, "name": registry.name,
-        "expiry_days": registry.expiry_days, "strike": registry.strike,
-        "tick_size": registry.tick_size, "lot_size": registry.lot_size,
-        "isin": registry.isin, "exchange_token": registry.exchange_token,
+        "exchange": registry.exchange,
+        "segment": registry.segment,
+        "instrument_type": registry.instrument_type,
+        "name": registry.name,
+        "expiry_days": registry.expiry_days,
+        "strike": registry.strike,
+        "tick_size": registry.tick_size,
+        "lot_size": registry.lot_size,
+        "isin": registry.isin,
+        "exchange_token": registry.exchange_token,
     }
     for field, column in columns.items():
         if len(column) != n:
@@ -142,8 +150,12 @@ class _Feed:
 
 
 def _feeds_of(
-    broker_index: int, column: TokenColumn, values: NDArray[np.uint64] | list[bytes],
-    present: NDArray[np.bool_], feed_codes: NDArray[np.uint32], keys: NDArray[np.bytes_],
+    broker_index: int,
+    column: TokenColumn,
+    values: NDArray[np.uint64] | list[bytes],
+    present: NDArray[np.bool_],
+    feed_codes: NDArray[np.uint32],
+    keys: NDArray[np.bytes_],
 ) -> list[_Feed]:
     """The reverse tables of one broker's feeds, rows given in ordinal order."""
     feeds = []
@@ -156,8 +168,11 @@ def _feeds_of(
             assert isinstance(values, np.ndarray)
             tokens = values[targets]
             _check_unique_tokens(what, tokens, targets, keys)
-            hashed = _place(what, lambda seed, t=tokens: phf.int_token_hash(t, seed),
-                            lambda i, t=tokens: str(t[i]))
+            hashed = _place(
+                what,
+                lambda seed, t=tokens: phf.int_token_hash(t, seed),
+                lambda i, t=tokens: str(t[i]),
+            )
             stored = tokens
             kind = KIND_INT
         else:
@@ -167,7 +182,8 @@ def _feeds_of(
             hashed = _place(
                 what,
                 lambda seed, r=raw: np.fromiter(
-                    (xxhash.xxh3_64_intdigest(b, seed) for b in r), np.uint64, count=len(r)),
+                    (xxhash.xxh3_64_intdigest(b, seed) for b in r), np.uint64, count=len(r)
+                ),
                 lambda i, r=raw: r[i].decode(),
             )
             stored = hashed.hashes
@@ -186,8 +202,10 @@ def _check_unique_tokens(
     same = np.flatnonzero(ordered[1:] == ordered[:-1])
     if same.size:
         first, second = targets[order[same[0]]], targets[order[same[0] + 1]]
-        raise RegistryError(f"{what}: token {ordered[same[0]]!r} is claimed by both "
-                            f"{keys[first].decode()!r} and {keys[second].decode()!r}")
+        raise RegistryError(
+            f"{what}: token {ordered[same[0]]!r} is claimed by both "
+            f"{keys[first].decode()!r} and {keys[second].decode()!r}"
+        )
 
 
 def compile_snapshot(
@@ -214,7 +232,8 @@ def compile_snapshot(
     keys = np.array(key_bytes, dtype=f"S{key_width}")[at_ordinal]
 
     table, (exchange, segment, itype, name) = _string_table(
-        [registry.exchange, registry.segment, registry.instrument_type, registry.name])
+        [registry.exchange, registry.segment, registry.instrument_type, registry.name]
+    )
     encoded_table = [s.encode("utf-8") for s in table]
     offsets = np.zeros(len(table) + 1, dtype="<u4")
     np.cumsum([len(s) for s in encoded_table], out=offsets[1:])
@@ -255,22 +274,33 @@ def compile_snapshot(
             if any(present & np.fromiter((not v for v in values), bool, count=n)):
                 raise RegistryError(f"broker {column.broker}: an instrument has an empty token")
             token_sections.append(
-                Section(f"tokens.{j}", f"|S{width}", np.array(values, dtype=f"S{width}")))
+                Section(f"tokens.{j}", f"|S{width}", np.array(values, dtype=f"S{width}"))
+            )
         else:
             raise RegistryError(f"broker {column.broker}: token kind {column.kind!r} is unknown")
-        broker_feeds = _feeds_of(j, column, values, present,
-                                 column.feeds.codes[at_ordinal], keys)
-        brokers[j] = (_name(column.broker, "broker"),
-                      KIND_INT if column.kind == "int" else KIND_STR, width, len(feeds),
-                      len(broker_feeds))
+        broker_feeds = _feeds_of(j, column, values, present, column.feeds.codes[at_ordinal], keys)
+        brokers[j] = (
+            _name(column.broker, "broker"),
+            KIND_INT if column.kind == "int" else KIND_STR,
+            width,
+            len(feeds),
+            len(broker_feeds),
+        )
         feeds.extend(broker_feeds)
 
     feed_records = np.zeros(len(feeds), dtype=FEED_DTYPE)
     feed_sections: list[Section] = []
     for f, feed in enumerate(feeds):
         function = feed.hashed.function
-        feed_records[f] = (feed.name.encode(), feed.broker, feed.kind, feed.hashed.seed,
-                           len(feed.tokens), function.slot_count, function.bucket_bits)
+        feed_records[f] = (
+            feed.name.encode(),
+            feed.broker,
+            feed.kind,
+            feed.hashed.seed,
+            len(feed.tokens),
+            function.slot_count,
+            function.bucket_bits,
+        )
         feed_sections += [
             Section(f"feed.{f}.pilots", "|u1", function.pilots),
             Section(f"feed.{f}.remap", "<u4", function.remap),

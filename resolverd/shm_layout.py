@@ -244,21 +244,49 @@ def mix(x: int) -> int:
     return y ^ (y >> 32)
 
 
-PILOT_MIX: Final = tuple(
-    mix((p * PILOT_MULTIPLIER + PILOT_INCREMENT) & MASK64) for p in range(256)
-)
+PILOT_MIX: Final = tuple(mix((p * PILOT_MULTIPLIER + PILOT_INCREMENT) & MASK64) for p in range(256))
 
 HEADER_DTYPE: Final = np.dtype(
     {
         "names": [
-            "magic", "version_major", "version_minor", "header_size", "generation",
-            "build_time_ns", "trade_date", "section_count", "instrument_count", "file_size",
-            "payload_checksum", "key_seed", "key_bucket_bits", "key_width", "key_slot_count",
-            "broker_count", "feed_count", "header_checksum",
+            "magic",
+            "version_major",
+            "version_minor",
+            "header_size",
+            "generation",
+            "build_time_ns",
+            "trade_date",
+            "section_count",
+            "instrument_count",
+            "file_size",
+            "payload_checksum",
+            "key_seed",
+            "key_bucket_bits",
+            "key_width",
+            "key_slot_count",
+            "broker_count",
+            "feed_count",
+            "header_checksum",
         ],
         "formats": [
-            "S8", "<u2", "<u2", "<u4", "<u8", "<i8", "<i4", "<u4", "<u8", "<u8", "<u8", "<u8",
-            "<u4", "<u4", "<u8", "<u4", "<u4", "<u8",
+            "S8",
+            "<u2",
+            "<u2",
+            "<u4",
+            "<u8",
+            "<i8",
+            "<i4",
+            "<u4",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u8",
+            "<u4",
+            "<u4",
+            "<u8",
+            "<u4",
+            "<u4",
+            "<u8",
         ],
         "offsets": [0, 8, 10, 12, 16, 24, 32, 36, 40, 48, 56, 64, 72, 76, 80, 88, 92, 120],
         "itemsize": HEADER_FIXED_SIZE,
@@ -278,8 +306,16 @@ SECTION_DTYPE: Final = np.dtype(
 RECORD_DTYPE: Final = np.dtype(
     {
         "names": [
-            "strike", "tick_size", "exchange_token", "expiry", "lot_size", "exchange",
-            "segment", "instrument_type", "name", "isin",
+            "strike",
+            "tick_size",
+            "exchange_token",
+            "expiry",
+            "lot_size",
+            "exchange",
+            "segment",
+            "instrument_type",
+            "name",
+            "isin",
         ],
         "formats": ["<f8", "<f8", "<u8", "<i4", "<u4", "<u4", "<u4", "<u4", "<u4", "S12"],
         "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 44, 48],
@@ -317,8 +353,14 @@ CONTROL_SIZE: Final = 128
 CONTROL_DTYPE: Final = np.dtype(
     {
         "names": [
-            "magic", "version", "sequence", "generation", "payload_checksum", "updated_ns",
-            "publisher_pid", "snapshot",
+            "magic",
+            "version",
+            "sequence",
+            "generation",
+            "payload_checksum",
+            "updated_ns",
+            "publisher_pid",
+            "snapshot",
         ],
         "formats": ["S8", "<u2", "<u8", "<u8", "<u8", "<i8", "<u8", "S64"],
         "offsets": [0, 8, 16, 24, 32, 40, 48, 64],
@@ -388,17 +430,24 @@ def write_snapshot(
         expected = section_dtype(section.dtype)
         if data.dtype != expected:
             raise ValueError(f"section {section.name}: dtype {data.dtype} is not {expected}")
-        table[i] = (section.name.encode("ascii"), section.dtype.encode(), offset,
-                    data.nbytes, len(data))
+        table[i] = (
+            section.name.encode("ascii"),
+            section.dtype.encode(),
+            offset,
+            data.nbytes,
+            len(data),
+        )
         offset = align(offset + data.nbytes)
     file_size = offset
 
     out = bytearray(file_size)
     for section, entry in zip(sections, table, strict=True):
         start = int(entry["offset"])
-        out[start:start + int(entry["nbytes"])] = np.ascontiguousarray(section.data).data.cast("B")
+        out[start : start + int(entry["nbytes"])] = np.ascontiguousarray(section.data).data.cast(
+            "B"
+        )
     table_bytes = table.tobytes()
-    out[HEADER_FIXED_SIZE:HEADER_FIXED_SIZE + len(table_bytes)] = table_bytes
+    out[HEADER_FIXED_SIZE : HEADER_FIXED_SIZE + len(table_bytes)] = table_bytes
 
     header = np.zeros((), dtype=HEADER_DTYPE)
     header["magic"] = MAGIC
@@ -428,7 +477,7 @@ def header_checksum(buf: bytes | bytearray | memoryview, header_size: int) -> in
     digest = xxhash.xxh3_64()
     digest.update(view[:HEADER_CHECKSUM_OFFSET])
     digest.update(b"\0" * 8)
-    digest.update(view[HEADER_CHECKSUM_OFFSET + 8:header_size])
+    digest.update(view[HEADER_CHECKSUM_OFFSET + 8 : header_size])
     return digest.intdigest()
 
 
@@ -478,14 +527,17 @@ def read_header(buf: bytes | bytearray | memoryview | object) -> Header:
     view = memoryview(buf).cast("B")  # type: ignore[arg-type]
     size = len(view)
     if size < HEADER_FIXED_SIZE:
-        raise LayoutError(f"truncated: {size} bytes is smaller than the {HEADER_FIXED_SIZE}-byte header")
+        raise LayoutError(
+            f"truncated: {size} bytes is smaller than the {HEADER_FIXED_SIZE}-byte header"
+        )
     if bytes(view[:8]) != MAGIC:
         raise LayoutError(f"bad magic {bytes(view[:8])!r}: not a resolverd snapshot")
     raw = np.frombuffer(view, dtype=HEADER_DTYPE, count=1)[0]
     major, minor = int(raw["version_major"]), int(raw["version_minor"])
     if major != VERSION_MAJOR:
-        raise LayoutError(f"layout version {major}.{minor} is not supported (this reader: "
-                          f"{VERSION_MAJOR}.x)")
+        raise LayoutError(
+            f"layout version {major}.{minor} is not supported (this reader: {VERSION_MAJOR}.x)"
+        )
     return _read_header_v1(view, raw)
 
 
@@ -496,12 +548,15 @@ def _read_header_v1(view: memoryview, raw: np.void) -> Header:
     if not 0 < section_count <= MAX_SECTIONS:
         raise LayoutError(f"header field section_count: {section_count} is out of range")
     if header_size != header_size_for(section_count):
-        raise LayoutError(f"header field header_size: {header_size} does not fit "
-                          f"{section_count} sections")
+        raise LayoutError(
+            f"header field header_size: {header_size} does not fit {section_count} sections"
+        )
     file_size = int(raw["file_size"])
     if file_size != size:
-        raise LayoutError(f"truncated or padded: header field file_size says {file_size} bytes, "
-                          f"the mapping has {size}")
+        raise LayoutError(
+            f"truncated or padded: header field file_size says {file_size} bytes, "
+            f"the mapping has {size}"
+        )
     if header_size > size:
         raise LayoutError(f"truncated: the section table ends at {header_size}, past {size}")
     stored = int(raw["header_checksum"])
@@ -519,8 +574,7 @@ def _read_header_v1(view: memoryview, raw: np.void) -> Header:
     if width == 0 or width % 8:
         raise LayoutError(f"header field key_width: {width} is not a positive multiple of 8")
 
-    table = np.frombuffer(view, dtype=SECTION_DTYPE, count=section_count,
-                          offset=HEADER_FIXED_SIZE)
+    table = np.frombuffer(view, dtype=SECTION_DTYPE, count=section_count, offset=HEADER_FIXED_SIZE)
     sections: dict[str, SectionEntry] = {}
     for i, entry in enumerate(table):
         try:
@@ -533,23 +587,37 @@ def _read_header_v1(view: memoryview, raw: np.void) -> Header:
         if name in sections:
             raise LayoutError(f"section {name!r} appears twice")
         if offset % ALIGN or offset < header_size:
-            raise LayoutError(f"section {name!r}: offset {offset} is misaligned or inside the header")
+            raise LayoutError(
+                f"section {name!r}: offset {offset} is misaligned or inside the header"
+            )
         if nbytes != count * dtype.itemsize:
-            raise LayoutError(f"section {name!r}: nbytes {nbytes} is not count {count} * "
-                              f"{dtype.itemsize}")
+            raise LayoutError(
+                f"section {name!r}: nbytes {nbytes} is not count {count} * {dtype.itemsize}"
+            )
         if offset + nbytes > size:
-            raise LayoutError(f"section {name!r}: bytes [{offset}, {offset + nbytes}) run past "
-                              f"the end of the snapshot ({size} bytes)")
+            raise LayoutError(
+                f"section {name!r}: bytes [{offset}, {offset + nbytes}) run past "
+                f"the end of the snapshot ({size} bytes)"
+            )
         sections[name] = SectionEntry(name, dtype, offset, nbytes, count)
 
     header = Header(
-        version_major=int(raw["version_major"]), version_minor=int(raw["version_minor"]),
-        header_size=header_size, generation=int(raw["generation"]),
-        build_time_ns=int(raw["build_time_ns"]), trade_date=int(raw["trade_date"]),
-        instrument_count=n, file_size=file_size, payload_checksum=int(raw["payload_checksum"]),
-        key_seed=int(raw["key_seed"]), key_bucket_bits=bucket_bits, key_width=width,
-        key_slot_count=slots, broker_count=int(raw["broker_count"]),
-        feed_count=int(raw["feed_count"]), sections=sections,
+        version_major=int(raw["version_major"]),
+        version_minor=int(raw["version_minor"]),
+        header_size=header_size,
+        generation=int(raw["generation"]),
+        build_time_ns=int(raw["build_time_ns"]),
+        trade_date=int(raw["trade_date"]),
+        instrument_count=n,
+        file_size=file_size,
+        payload_checksum=int(raw["payload_checksum"]),
+        key_seed=int(raw["key_seed"]),
+        key_bucket_bits=bucket_bits,
+        key_width=width,
+        key_slot_count=slots,
+        broker_count=int(raw["broker_count"]),
+        feed_count=int(raw["feed_count"]),
+        sections=sections,
     )
     _check_sections_v1(header)
     return header
@@ -586,8 +654,17 @@ def _check_sections_v1(header: Header) -> None:
         if entry is None or entry.dtype.kind not in "uS":
             raise LayoutError(f"section 'tokens.{j}' is missing or has a bad dtype")
         _expect(header, f"tokens.{j}", entry.dtype, n)
-    expected = {"key.pilots", "key.remap", "key.fingerprints", "keys", "records",
-                "strings.offsets", "strings.data", "brokers", "feeds"}
+    expected = {
+        "key.pilots",
+        "key.remap",
+        "key.fingerprints",
+        "keys",
+        "records",
+        "strings.offsets",
+        "strings.data",
+        "brokers",
+        "feeds",
+    }
     expected.update(f"tokens.{j}" for j in range(header.broker_count))
     for f in range(header.feed_count):
         for part in ("pilots", "remap", "tokens", "targets"):
@@ -620,10 +697,12 @@ def check_feed(header: Header, index: int, record: np.void) -> None:
 def verify_payload(buf: bytes | bytearray | memoryview | object, header: Header) -> None:
     """The full checksum pass over the payload; LayoutError on a mismatch."""
     view = memoryview(buf).cast("B")  # type: ignore[arg-type]
-    actual = xxhash.xxh3_64_intdigest(view[header.header_size:header.file_size])
+    actual = xxhash.xxh3_64_intdigest(view[header.header_size : header.file_size])
     if actual != header.payload_checksum:
-        raise LayoutError(f"payload checksum mismatch: header says {header.payload_checksum:#018x}, "
-                          f"payload hashes to {actual:#018x}")
+        raise LayoutError(
+            f"payload checksum mismatch: header says {header.payload_checksum:#018x}, "
+            f"payload hashes to {actual:#018x}"
+        )
 
 
 @dataclass(frozen=True)
@@ -649,7 +728,9 @@ def encode_control(state: ControlState) -> bytes:
     return record.tobytes()
 
 
-def read_control(buf: bytes | bytearray | memoryview | object, *, retries: int = 10_000) -> ControlState:
+def read_control(
+    buf: bytes | bytearray | memoryview | object, *, retries: int = 10_000
+) -> ControlState:
     """Read the control segment with the seqlock protocol; LayoutError if it is not one."""
     view = memoryview(buf).cast("B")  # type: ignore[arg-type]
     if len(view) < CONTROL_SIZE:
@@ -669,7 +750,12 @@ def read_control(buf: bytes | bytearray | memoryview | object, *, retries: int =
                 snapshot = raw["snapshot"].decode("ascii")
             except UnicodeDecodeError:
                 raise LayoutError("control segment field snapshot is not ASCII") from None
-            return ControlState(int(raw["sequence"]), int(raw["generation"]),
-                                int(raw["payload_checksum"]), int(raw["updated_ns"]),
-                                int(raw["publisher_pid"]), snapshot)
+            return ControlState(
+                int(raw["sequence"]),
+                int(raw["generation"]),
+                int(raw["payload_checksum"]),
+                int(raw["updated_ns"]),
+                int(raw["publisher_pid"]),
+                snapshot,
+            )
     raise LayoutError("control segment never became stable (publisher died mid-swap?)")

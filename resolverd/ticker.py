@@ -170,7 +170,7 @@ def _decode_kind(
 
     segment = ticks["instrument_token"] & 0xFF
     ticks["tradable"] = segment != SEGMENT_INDICES
-    divisor = np.where(segment == SEGMENT_CDS, 1e7, np.where(segment == SEGMENT_BCD, 1e3, 100.0))
+    divisor = np.where(segment == SEGMENT_CDS, 1e7, np.where(segment == SEGMENT_BCD, 1e4, 100.0))
     for name in _PRICE_FIELDS:
         ticks[name] /= divisor
     if "depth" in names:

@@ -1,0 +1,357 @@
+"""The `resolverd` command: argument parsing and output only.
+
+Exit codes (sysexits): 0 success; 1 a key or token was not found (like grep); 64 bad usage;
+65 bad data (a bad source row or a bad snapshot); 66 a missing input; 69 a registry that is not
+published; 78 bad configuration. Each error class carries its code (`errors.py`); `main` is the
+one place that turns an exception into an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import msgspec
+import numpy as np
+
+from .client import Resolver
+from .compiler import compile_snapshot
+from .errors import EX_USAGE, ConfigError, ResolverError
+from .model import Instrument, Registry
+from .shm_layout import read_header
+
+EXIT_NOT_FOUND = 1
+SNAPSHOT_ENV = "RESOLVERD_SNAPSHOT"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+
+
+def _trade_date(text: str | None) -> dt.date | None:
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--trade-date {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _load_registry(specs: Sequence[str], trade_date: dt.date | None) -> tuple[Registry, list[str]]:
+    """Sources to one registry; `synthetic=N` is the built-in generated universe."""
+    from .loaders import load_source
+
+    instruments: list[Instrument] = []
+    labels = []
+    for spec in specs:
+        if spec.startswith("synthetic="):
+            if len(specs) > 1:
+                raise ConfigError("synthetic=N cannot be mixed with other sources")
+            from .synthetic import generate_universe
+
+            size = spec.partition("=")[2]
+            if not size.isdigit() or int(size) < 1:
+                raise ConfigError(f"source {spec!r}: N must be a positive whole number")
+            universe = generate_universe(
+                int(size), **({"trade_date": trade_date} if trade_date else {})
+            )
+            return universe, [spec]
+        label, records = load_source(spec)
+        labels.append(label)
+        instruments.extend(records)
+    return Registry.from_instruments(instruments, trade_date=trade_date), labels
+
+
+def _write_atomically(path: Path, data: bytes | bytearray) -> None:
+    """Write a snapshot beside its destination and rename it into place, so that a reader
+    never maps a half-written file."""
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    registry, labels = _load_registry(args.sources, _trade_date(args.trade_date))
+    loaded = time.perf_counter()
+    snapshot = compile_snapshot(registry)
+    compiled = time.perf_counter()
+    _write_atomically(Path(args.out), snapshot)
+    header = read_header(snapshot)
+    summary = {
+        "out": args.out,
+        "sources": labels,
+        "instruments": header.instrument_count,
+        "brokers": header.broker_count,
+        "feeds": header.feed_count,
+        "bytes": header.file_size,
+        "checksum": f"{header.payload_checksum:016x}",
+        "load_seconds": round(loaded - started, 4),
+        "compile_seconds": round(compiled - loaded, 4),
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"compiled {summary['instruments']:,} instruments from {', '.join(labels)} "
+            f"into {args.out} ({header.file_size:,} bytes, checksum {summary['checksum']}); "
+            f"load {loaded - started:.3f} s, compile {compiled - loaded:.3f} s"
+        )
+    return 0
+
+
+def _snapshot_arg(args: argparse.Namespace) -> str:
+    source: str | None = args.snapshot or os.environ.get(SNAPSHOT_ENV)
+    if not source:
+        raise ConfigError(f"no snapshot: pass --snapshot PATH_OR_NAME or set ${SNAPSHOT_ENV}")
+    return source
+
+
+def _lookup_each(
+    args: argparse.Namespace, items: Sequence[str], resolve: Callable[[str], Any]
+) -> int:
+    results: dict[str, Any] = {}
+    for item in items:
+        try:
+            results[item] = resolve(item)
+        except KeyError:
+            results[item] = None
+    if args.json:
+        _print_json(results)
+    else:
+        for item, value in results.items():
+            print(f"{item}\t{'(not found)' if value is None else value}")
+    return EXIT_NOT_FOUND if any(v is None for v in results.values()) else 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    with Resolver.open(_snapshot_arg(args), strict=args.strict) as resolver:
+        return _lookup_each(args, args.keys, lambda key: resolver.token(key, args.broker))
+
+
+def cmd_reverse(args: argparse.Namespace) -> int:
+    with Resolver.open(_snapshot_arg(args), strict=args.strict) as resolver:
+
+        def resolve(token: str) -> str:
+            value: int | str = token
+            feed_kind = resolver.feed_kind(args.feed)
+            if feed_kind == "int":
+                if not token.isdigit():
+                    raise KeyError(token)  # feed has integer tokens; this cannot be one
+                value = int(token)
+            return resolver.key(value, args.feed)
+
+        return _lookup_each(args, args.tokens, resolve)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    with Resolver.open(_snapshot_arg(args), strict=args.strict) as resolver:
+        return _lookup_each(args, args.keys, lambda key: msgspec.to_builtins(resolver.record(key)))
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    with Resolver.open(args.snapshot, verify=args.verify) as resolver:
+        h = resolver.header
+        report = {
+            "layout_version": f"{h.version_major}.{h.version_minor}",
+            "generation": h.generation,
+            "build_time": dt.datetime.fromtimestamp(h.build_time_ns / 1e9, dt.UTC).isoformat(),
+            "trade_date": None if resolver.trade_date is None else str(resolver.trade_date),
+            "instruments": h.instrument_count,
+            "bytes": h.file_size,
+            "bytes_per_instrument": round(h.file_size / h.instrument_count, 1),
+            "payload_checksum": f"{h.payload_checksum:016x}",
+            "verified": args.verify,
+            "key_hash": {
+                "bucket_bits": h.key_bucket_bits,
+                "slots": h.key_slot_count,
+                "key_width": h.key_width,
+            },
+            "brokers": {b: resolver.broker_kind(b) for b in resolver.brokers},
+            "feeds": {f: resolver.feed_size(f) for f in resolver.feeds},
+            "sections": {
+                s.name: {
+                    "offset": s.offset,
+                    "bytes": s.nbytes,
+                    "count": s.count,
+                    "dtype": s.dtype.str if s.dtype.names is None else "record",
+                }
+                for s in h.sections.values()
+            },
+        }
+    if args.json:
+        _print_json(report)
+        return 0
+    for field, value in report.items():
+        if field != "sections":
+            print(f"{field:22} {value}")
+    print(f"{'sections':22} {'offset':>12} {'bytes':>12} {'count':>10}  dtype")
+    for name, entry in report["sections"].items():  # type: ignore[attr-defined]
+        print(
+            f"  {name:20} {entry['offset']:12,} {entry['bytes']:12,} {entry['count']:10,}  "
+            f"{entry['dtype']}"
+        )
+    return 0
+
+
+def _time_per_call(call: Callable[[], object], repeat: int) -> float:
+    started = time.perf_counter_ns()
+    for _ in range(repeat):
+        call()
+    return (time.perf_counter_ns() - started) / repeat
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate a universe, compile it, map it and resolve both ways, printing the timings."""
+    from .synthetic import generate_universe
+
+    t0 = time.perf_counter()
+    registry = generate_universe(args.size, seed=args.seed)
+    t1 = time.perf_counter()
+    snapshot = compile_snapshot(registry)
+    t2 = time.perf_counter()
+    with tempfile.TemporaryDirectory(
+        prefix="resolverd-demo-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None
+    ) as tmp:
+        path = Path(args.out) if args.out else Path(tmp) / "demo.snap"
+        _write_atomically(path, snapshot)
+        del snapshot
+        t3 = time.perf_counter_ns()
+        with Resolver.open(path) as resolver:
+            rng = np.random.default_rng(args.seed)
+            sample = [registry.keys[int(i)] for i in rng.integers(0, len(registry), 5)]
+            first = resolver.token(sample[0], "kite")
+            t4 = time.perf_counter_ns()
+            kite = registry.tokens[[c.broker for c in registry.tokens].index("kite")]
+            hot_key = sample[0]
+            hot_token = int(first)
+            forward_ns = _time_per_call(lambda: resolver.token(hot_key, "kite"), 200_000)
+            reverse_ns = _time_per_call(lambda: resolver.key(hot_token, "kite"), 200_000)
+            picks = rng.integers(0, len(registry), min(len(registry), 1_000_000))
+            batch_keys = [registry.keys[int(i)] for i in picks]
+            batch_tokens = np.asarray(kite.values)[picks]
+            t5 = time.perf_counter_ns()
+            tokens = resolver.tokens(batch_keys, "kite")
+            t6 = time.perf_counter_ns()
+            keys = resolver.keys(batch_tokens, "kite")
+            t7 = time.perf_counter_ns()
+            correct = bool((tokens == batch_tokens).all()) and bool(
+                (keys == np.array([k.encode() for k in batch_keys])).all()
+            )
+            lines = [
+                f"universe   {len(registry):,} synthetic instruments (seed {args.seed}), "
+                f"generated in {t1 - t0:.2f} s",
+                f"compile    {t2 - t1:.2f} s -> {path.stat().st_size / 1e6:.1f} MB "
+                f"({path.stat().st_size / len(registry):.0f} bytes/instrument), "
+                f"brokers {', '.join(resolver.brokers)}",
+                f"open       {(t4 - t3) / 1e3:.0f} us from Resolver.open to the first answer",
+                "",
+                *(
+                    f"  token({k!r}, 'kite') = {resolver.token(k, 'kite')}"
+                    f"   key(..) = {resolver.key(resolver.token(k, 'kite'), 'kite')!r}"
+                    for k in sample[:3]
+                ),
+                "",
+                f"token(key, broker)  hot {forward_ns:6.0f} ns per lookup (fingerprint mode)",
+                f"key(token, feed)    hot {reverse_ns:6.0f} ns per lookup",
+                f"tokens(keys)        {(t6 - t5) / len(picks):6.0f} ns per key, batch of "
+                f"{len(picks):,}",
+                f"keys(tokens)        {(t7 - t6) / len(picks):6.1f} ns per token, batch of "
+                f"{len(picks):,}",
+                f"every batch answer checked against the registry: {'ok' if correct else 'WRONG'}",
+            ]
+    print("\n".join(lines))
+    return 0 if correct else 70
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="resolverd", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    demo = commands.add_parser(
+        "demo",
+        help="generate a universe, compile it and resolve it, "
+        "with timings (the built-in default job)",
+    )
+    demo.add_argument("--size", type=int, default=1_000_000, help="instruments (default 1M)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", help="also keep the snapshot at this path")
+    demo.set_defaults(run=cmd_demo)
+
+    compile_ = commands.add_parser("compile", help="compile sources into a snapshot file")
+    compile_.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="FORMAT=PATH, a bare PATH (format detected), or synthetic=N",
+    )
+    compile_.add_argument("--out", required=True, help="snapshot file to write")
+    compile_.add_argument("--trade-date", help="YYYY-MM-DD recorded in the snapshot")
+    compile_.add_argument("--json", action="store_true")
+    compile_.set_defaults(run=cmd_compile)
+
+    for name, run, what, metavar in (
+        ("lookup", cmd_lookup, "key to token for a broker", "KEY"),
+        ("reverse", cmd_reverse, "token to key within a feed", "TOKEN"),
+        ("record", cmd_record, "a key's metadata and tokens", "KEY"),
+    ):
+        command = commands.add_parser(name, help=what)
+        command.add_argument("keys" if metavar == "KEY" else "tokens", nargs="+", metavar=metavar)
+        if name == "lookup":
+            command.add_argument("--broker", "-b", required=True)
+        if name == "reverse":
+            command.add_argument("--feed", "-f", required=True)
+        command.add_argument(
+            "--snapshot", "-s", help=f"snapshot file or registry name (default ${SNAPSHOT_ENV})"
+        )
+        command.add_argument(
+            "--strict",
+            action="store_true",
+            help="compare stored key bytes, not only 64-bit fingerprints",
+        )
+        command.add_argument("--json", action="store_true")
+        command.set_defaults(run=run)
+
+    inspect = commands.add_parser("inspect", help="header, counts and sections of a snapshot")
+    inspect.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot file or registry name")
+    inspect.add_argument("--verify", action="store_true", help="also check the payload checksum")
+    inspect.add_argument("--json", action="store_true")
+    inspect.set_defaults(run=cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ResolverError as exc:
+        print(f"resolverd: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
