@@ -15,6 +15,7 @@ mapped sections.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import mmap
 import os
 import re
@@ -279,7 +280,7 @@ class Resolver:
             raise LayoutError("section 'strings.offsets' points past 'strings.data'")
         self._strings = tuple(
             data[int(a) : int(b)].tobytes().decode("utf-8", "replace")
-            for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+            for a, b in itertools.pairwise(offsets)
         )
         brokers = self._array("brokers")
         feeds = self._array("feeds")
@@ -562,6 +563,16 @@ class Resolver:
         """Keys in ordinal order."""
         for raw in self._keys.tolist():
             yield raw.decode()
+
+    @property
+    def records(self) -> NDArray[np.void]:
+        """The metadata records as a read-only numpy view, row i for ordinal i (see
+        `ordinals`); string fields are indexes into `strings`."""
+        return self._records  # type: ignore[return-value]
+
+    @property
+    def strings(self) -> tuple[str, ...]:
+        return self._strings
 
     @property
     def generation(self) -> int:

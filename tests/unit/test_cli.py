@@ -1,0 +1,128 @@
+"""The command line: output, JSON, and the exit codes scripts rely on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from resolverd import Registry, compile_snapshot
+from resolverd.cli import main
+
+from .registries import sample_instruments
+
+KITE_HEADER = (
+    "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,"
+    "tick_size,lot_size,instrument_type,segment,exchange\n"
+)
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Path:
+    path = tmp_path / "s.snap"
+    path.write_bytes(compile_snapshot(Registry.from_instruments(sample_instruments())))
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_lookup_prints_tokens_and_exits_1_when_any_key_is_missing(
+    snapshot: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "lookup", "NSE:INFY", "-b", "kite", "-s", str(snapshot))
+    assert (code, out) == (0, "NSE:INFY\t408065\n")
+    code, out, _ = run(
+        capsys, "lookup", "NSE:INFY", "NSE:NOPE", "-b", "kite", "-s", str(snapshot), "--json"
+    )
+    assert code == 1
+    assert json.loads(out) == {"NSE:INFY": 408065, "NSE:NOPE": None}
+
+
+def test_reverse_resolves_integer_and_string_feeds(
+    snapshot: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys, "reverse", "408065", "12x", "-f", "kite", "-s", str(snapshot), "--json"
+    )
+    assert (code, json.loads(out)) == (1, {"408065": "NSE:INFY", "12x": None})
+    code, out, _ = run(capsys, "reverse", "NSE_FO|68114", "-f", "upstox", "-s", str(snapshot))
+    assert (code, out) == (0, "NSE_FO|68114\tNFO:NIFTY24APR22500CE\n")
+
+
+def test_record_prints_the_whole_instrument(
+    snapshot: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "record", "NFO:NIFTY24APR22500CE", "-s", str(snapshot), "--json")
+    record = json.loads(out)["NFO:NIFTY24APR22500CE"]
+    assert code == 0
+    assert (record["expiry"], record["strike"], record["lot_size"]) == ("2024-04-25", 22500.0, 50)
+
+
+def test_inspect_reports_counts_and_sections(
+    snapshot: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "inspect", str(snapshot), "--verify", "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["instruments"] == 3
+    assert report["feeds"] == {"angel:NFO": 1, "angel:NSE": 1, "kite": 3, "upstox": 2}
+    assert report["sections"]["keys"]["count"] == 3
+
+
+def test_compile_writes_a_snapshot_from_a_kite_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "instruments.csv"
+    source.write_text(KITE_HEADER + "408065,1594,INFY,INFOSYS,0,,0,0.05,1,EQ,NSE,NSE\n")
+    out = tmp_path / "out.snap"
+    code, text, _ = run(capsys, "compile", f"kite={source}", "--out", str(out), "--json")
+    assert code == 0
+    assert json.loads(text)["instruments"] == 1
+    code, text, _ = run(capsys, "lookup", "NSE:INFY", "-b", "kite", "-s", str(out))
+    assert (code, text) == (0, "NSE:INFY\t408065\n")
+
+
+def test_bad_source_data_exits_65_naming_row_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "instruments.csv"
+    source.write_text(KITE_HEADER + "12x34,1594,INFY,INFOSYS,0,,0,0.05,1,EQ,NSE,NSE\n")
+    code, _, err = run(capsys, "compile", f"kite={source}", "--out", str(tmp_path / "o.snap"))
+    assert code == 65
+    assert "kite=instruments.csv: row 2, field instrument_token" in err
+    assert not (tmp_path / "o.snap").exists()
+
+
+def test_missing_inputs_and_bad_usage_have_their_own_exit_codes(
+    tmp_path: Path, snapshot: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        run(
+            capsys, "compile", f"kite={tmp_path / 'absent.csv'}", "--out", str(tmp_path / "o.snap")
+        )[0]
+        == 66
+    )
+    assert run(capsys, "lookup", "X", "-b", "kite", "-s", str(tmp_path / "absent.snap"))[0] == 69
+    assert run(capsys, "lookup", "X", "-b", "kitee", "-s", str(snapshot))[0] == 64
+    assert (
+        run(capsys, "compile", "kite=x.csv", "--out", "o.snap", "--trade-date", "2024-13-01")[0]
+        == 78
+    )
+    with pytest.raises(SystemExit) as exit_:
+        main(["lookup"])
+    assert exit_.value.code == 64
+
+
+def test_a_damaged_snapshot_exits_65(
+    tmp_path: Path, snapshot: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = tmp_path / "damaged.snap"
+    damaged.write_bytes(snapshot.read_bytes()[:500])
+    code, _, err = run(capsys, "inspect", str(damaged))
+    assert code == 65
+    assert "damaged.snap: truncated" in err
