@@ -89,6 +89,14 @@ class _Columns(dict[str, Any]):
         )
 
 
+def _name(record: np.void, what: str) -> str:
+    """A broker or feed record's name: ASCII, as the compiler writes it."""
+    try:
+        return record["name"].decode("ascii")  # type: ignore[no-any-return]
+    except UnicodeDecodeError:
+        raise LayoutError(f"{what}: field name {record['name']!r} is not ASCII") from None
+
+
 class _StrColumn:
     """A string token column, indexed like the integer ones; NO_TOKEN marks "none"."""
 
@@ -107,7 +115,7 @@ class _Feed:
     """One feed's reverse tables, as memoryviews (single lookups) and arrays (batches)."""
 
     def __init__(self, resolver: Resolver, index: int, record: np.void) -> None:
-        self.name = record["name"].decode()
+        self.name = _name(record, f"feed {index}")
         self.kind = int(record["kind"])
         self.broker = int(record["broker"])
         self.seed = int(record["seed"])
@@ -295,7 +303,7 @@ class Resolver:
         self._broker_feeds: dict[str, tuple[_Feed, ...]] = {}
         feed_list = list(self._feeds.values())
         for j, record in enumerate(brokers):
-            name = record["name"].decode()
+            name = _name(record, f"broker {j}")
             kind = int(record["kind"])
             self._broker_kinds[name] = kind
             self._broker_arrays[name] = self._array(f"tokens.{j}")
@@ -314,6 +322,11 @@ class Resolver:
         """O(n) checks that the stored indexes stay in range (part of `verify`)."""
         if self._remap.size and int(self._remap.max()) >= self._n:
             raise LayoutError("section 'key.remap' holds an ordinal out of range")
+        for field in ("exchange", "segment", "instrument_type", "name"):
+            if int(self._records[field].max()) >= len(self._strings):
+                raise LayoutError(
+                    f"section 'records': field {field} holds a string index out of range"
+                )
         for feed in self._feeds.values():
             if feed.remap.size and int(feed.remap.max()) >= feed.count:
                 raise LayoutError(f"feed {feed.name}: remap holds an ordinal out of range")

@@ -202,8 +202,11 @@ def _check_unique_tokens(
     same = np.flatnonzero(ordered[1:] == ordered[:-1])
     if same.size:
         first, second = targets[order[same[0]]], targets[order[same[0] + 1]]
+        token = ordered[same[0]]
+        shown = token.item() if isinstance(token, np.generic) else token
+        shown = shown.decode() if isinstance(shown, bytes) else shown
         raise RegistryError(
-            f"{what}: token {ordered[same[0]]!r} is claimed by both "
+            f"{what}: token {shown!r} is claimed by both "
             f"{keys[first].decode()!r} and {keys[second].decode()!r}"
         )
 

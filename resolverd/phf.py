@@ -59,7 +59,10 @@ def shape_for(n: int) -> tuple[int, int]:
     bits = max(1, math.ceil(math.log2(max(n / KEYS_PER_BUCKET, 1.0))))
     if bits > MAX_BUCKET_BITS:
         raise ValueError(f"{n} keys is more than this layout's hash can hold")
-    return bits, max(n, math.ceil(n / LOAD_FACTOR))
+    # An odd slot count: with a power of two, (h ^ pilot) % S would keep the low bits of two
+    # keys' difference for every pilot, and two keys of one bucket that share them would
+    # collide whatever the pilot.
+    return bits, max(n, math.ceil(n / LOAD_FACTOR)) | 1
 
 
 def build(hashes: NDArray[np.uint64]) -> PerfectHash:

@@ -31,7 +31,7 @@ offset  size  type     field
 64      8     <u8      key_seed: the seed of the key hash
 72      4     <u4      key_bucket_bits: b, 1 <= b <= 32
 76      4     <u4      key_width: W, bytes per entry of section ``keys``, a multiple of 8
-80      8     <u8      key_slot_count: S, n <= S
+80      8     <u8      key_slot_count: S, n <= S < 2**32; the writer makes S odd
 88      4     <u4      broker_count
 92      4     <u4      feed_count
 96      24    -        reserved, zero
@@ -165,6 +165,9 @@ remap table)::
         return s if s < n else remap[s - n]
 
     PILOT_MIX[p] = mix(p * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB)     for p in 0..255
+
+Slot counts are odd: with a power of two, ``(h ^ PILOT_MIX[p]) % S`` would depend only on the
+low bits of h, and two keys of one bucket that share them would collide under every pilot.
 
 Every key (or token) of the set lands in a distinct ordinal in [0, n). Any other input lands
 somewhere in [0, n) too, which is why a lookup MUST check the fingerprint or token it finds.
@@ -582,7 +585,10 @@ def _read_header_v1(view: memoryview, raw: np.void) -> Header:
             dtype_name = entry["dtype"].decode("ascii")
         except UnicodeDecodeError:
             raise LayoutError(f"section table entry {i}: name or dtype is not ASCII") from None
-        dtype = section_dtype(dtype_name)
+        try:
+            dtype = section_dtype(dtype_name)
+        except LayoutError as exc:
+            raise LayoutError(f"section {name!r}: {exc}") from None
         offset, nbytes, count = int(entry["offset"]), int(entry["nbytes"]), int(entry["count"])
         if name in sections:
             raise LayoutError(f"section {name!r} appears twice")
@@ -651,7 +657,7 @@ def _check_sections_v1(header: Header) -> None:
     _expect(header, "feeds", FEED_DTYPE, header.feed_count)
     for j in range(header.broker_count):
         entry = header.sections.get(f"tokens.{j}")
-        if entry is None or entry.dtype.kind not in "uS":
+        if entry is None or not (entry.dtype == np.dtype("<u8") or entry.dtype.kind == "S"):
             raise LayoutError(f"section 'tokens.{j}' is missing or has a bad dtype")
         _expect(header, f"tokens.{j}", entry.dtype, n)
     expected = {

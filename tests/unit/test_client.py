@@ -204,11 +204,11 @@ def test_a_missing_file_is_unavailable(tmp_path: Path) -> None:
 def test_an_empty_or_foreign_file_is_a_layout_error_naming_the_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty.snap"
     empty.touch()
-    with pytest.raises(LayoutError, match="empty.snap: truncated"):
+    with pytest.raises(LayoutError, match=r"empty\.snap: truncated"):
         Resolver.open(empty)
     foreign = tmp_path / "foreign.snap"
     foreign.write_bytes(b"PK\x03\x04" + bytes(400))
-    with pytest.raises(LayoutError, match="foreign.snap: bad magic"):
+    with pytest.raises(LayoutError, match=r"foreign\.snap: bad magic"):
         Resolver.open(foreign)
 
 
