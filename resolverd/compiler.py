@@ -56,19 +56,28 @@ class _Hashed:
 
 
 def _place(
-    what: str, hash_with: Callable[[int], NDArray[np.uint64]], names: Callable[[int], str]
+    hash_with: Callable[[int], NDArray[np.uint64]], duplicate: Callable[[int, int], str | None]
 ) -> _Hashed:
-    """Build a perfect hash, trying seeds in order until one works."""
+    """Build a perfect hash, trying seeds in order until one works.
+
+    Equal inputs hash equally under every seed, so the builder's duplicate check doubles as
+    the registry's: `duplicate(i, j)` says why rows i and j may not share a hash (a
+    RegistryError), or None when they are different inputs whose 64-bit hashes collide, in
+    which case the next seed is tried.
+    """
     for attempt in range(MAX_SEED_ATTEMPTS):
         seed = seed_for(attempt)
         hashes = hash_with(seed)
         try:
             return _Hashed(seed, hashes, phf.build(hashes))
-        except (phf.DuplicateHash, phf.NoPilot):
-            continue
-    raise RegistryError(
-        f"{what}: no perfect hash after {MAX_SEED_ATTEMPTS} seeds (first entry {names(0)!r})"
-    )
+        except phf.DuplicateHash as clash:
+            first, second = (int(i) for i in np.flatnonzero(hashes == clash.value)[:2])
+            message = duplicate(first, second)
+            if message is not None:
+                raise RegistryError(message) from None
+        except phf.NoPilot:
+            pass
+    raise RegistryError(f"no perfect hash after {MAX_SEED_ATTEMPTS} seeds")
 
 
 def _encode_strings(values: Sequence[str], what: str) -> tuple[list[bytes], int]:
@@ -78,19 +87,9 @@ def _encode_strings(values: Sequence[str], what: str) -> tuple[list[bytes], int]
         raise RegistryError(
             f"{what}: a value is {longest} bytes long, the limit is {MAX_STRING_WIDTH}"
         )
-    if any(b"\0" in v for v in encoded):
+    if b"\0" in b"".join(encoded):
         raise RegistryError(f"{what}: a value contains a NUL character")
     return encoded, fixed_width(longest)
-
-
-def _check_unique_keys(keys: Sequence[str], encoded: list[bytes]) -> None:
-    if len(set(encoded)) == len(encoded):
-        return
-    first: dict[bytes, int] = {}
-    for row, key in enumerate(encoded):
-        if key in first:
-            raise RegistryError(f"key {keys[row]!r} appears twice (rows {first[key]} and {row})")
-        first[key] = row
 
 
 def _name(value: str, what: str) -> bytes:
@@ -102,7 +101,7 @@ def _name(value: str, what: str) -> bytes:
 
 def _string_table(columns: Sequence[Categorical]) -> tuple[list[str], list[NDArray[np.uint32]]]:
     """One sorted table of the strings the columns use, and each column's codes into it."""
-    used = [np.unique(c.codes) for c in columns]
+    used = [np.flatnonzero(np.bincount(c.codes, minlength=len(c.categories))) for c in columns]
     table = sorted(
         {c.categories[int(i)] for c, codes in zip(columns, used, strict=True) for i in codes}
     )
@@ -166,49 +165,49 @@ def _feeds_of(
         what = f"feed {feed_name}"
         if column.kind == "int":
             assert isinstance(values, np.ndarray)
-            tokens = values[targets]
-            _check_unique_tokens(what, tokens, targets, keys)
-            hashed = _place(
-                what,
-                lambda seed, t=tokens: phf.int_token_hash(t, seed),
-                lambda i, t=tokens: str(t[i]),
-            )
-            stored = tokens
-            kind = KIND_INT
+            kind, hashed = KIND_INT, _hash_int_tokens(what, values[targets], targets, keys)
+            stored = values[targets]
         else:
             assert isinstance(values, list)
             raw = [values[int(t)] for t in targets]
-            _check_unique_tokens(what, np.array(raw, dtype=object), targets, keys)
-            hashed = _place(
-                what,
-                lambda seed, r=raw: np.fromiter(
-                    (xxhash.xxh3_64_intdigest(b, seed) for b in r), np.uint64, count=len(r)
-                ),
-                lambda i, r=raw: r[i].decode(),
-            )
+            kind, hashed = KIND_STR, _hash_str_tokens(what, raw, targets, keys)
             stored = hashed.hashes
-            kind = KIND_STR
         order = np.empty(len(targets), dtype=np.intp)
         order[hashed.function.ordinals] = np.arange(len(targets))
         feeds.append(_Feed(feed_name, broker_index, kind, hashed, stored[order], targets[order]))
     return feeds
 
 
-def _check_unique_tokens(
-    what: str, tokens: NDArray[np.generic], targets: NDArray[np.uint32], keys: NDArray[np.bytes_]
-) -> None:
-    order = np.argsort(tokens, kind="stable")
-    ordered = tokens[order]
-    same = np.flatnonzero(ordered[1:] == ordered[:-1])
-    if same.size:
-        first, second = targets[order[same[0]]], targets[order[same[0] + 1]]
-        token = ordered[same[0]]
-        shown = token.item() if isinstance(token, np.generic) else token
-        shown = shown.decode() if isinstance(shown, bytes) else shown
-        raise RegistryError(
-            f"{what}: token {shown!r} is claimed by both "
-            f"{keys[first].decode()!r} and {keys[second].decode()!r}"
-        )
+def _hash_int_tokens(
+    what: str, tokens: NDArray[np.uint64], targets: NDArray[np.uint32], keys: NDArray[np.bytes_]
+) -> _Hashed:
+    # mix() is a bijection, so two rows share a hash only when they share the token.
+    return _place(
+        lambda seed: phf.int_token_hash(tokens, seed),
+        lambda i, j: _claimed_twice(what, tokens[i], targets[[i, j]], keys),
+    )
+
+
+def _hash_str_tokens(
+    what: str, tokens: list[bytes], targets: NDArray[np.uint32], keys: NDArray[np.bytes_]
+) -> _Hashed:
+    xxh = xxhash.xxh3_64_intdigest
+    return _place(
+        lambda seed: np.fromiter((xxh(t, seed) for t in tokens), np.uint64, count=len(tokens)),
+        lambda i, j: (
+            None
+            if tokens[i] != tokens[j]
+            else _claimed_twice(what, tokens[i].decode(), targets[[i, j]], keys)
+        ),
+    )
+
+
+def _claimed_twice(
+    what: str, token: object, rows: NDArray[np.uint32], keys: NDArray[np.bytes_]
+) -> str:
+    shown = token.item() if isinstance(token, np.generic) else token
+    first, second = sorted(keys[int(r)].decode() for r in rows)
+    return f"{what}: token {shown!r} is claimed by both {first!r} and {second!r}"
 
 
 def compile_snapshot(
@@ -221,14 +220,16 @@ def compile_snapshot(
     """
     n = _check_length(registry)
     key_bytes, key_width = _encode_strings(registry.keys, "keys")
-    if any(not k for k in key_bytes):
+    if min(map(len, key_bytes)) == 0:
         raise RegistryError("keys: an instrument has an empty key")
-    _check_unique_keys(registry.keys, key_bytes)
     xxh = xxhash.xxh3_64_intdigest
     forward = _place(
-        "keys",
         lambda seed: np.fromiter((xxh(k, seed) for k in key_bytes), np.uint64, count=n),
-        lambda i: registry.keys[i],
+        lambda i, j: (
+            None
+            if key_bytes[i] != key_bytes[j]
+            else (f"key {registry.keys[i]!r} appears twice (rows {i} and {j})")
+        ),
     )
     at_ordinal = np.empty(n, dtype=np.intp)
     at_ordinal[forward.function.ordinals] = np.arange(n)

@@ -865,10 +865,16 @@ def _digits(values: NDArray[np.uint64]) -> NDArray[np.intp]:
 def _decimal(values: NDArray[np.uint64], width: int) -> NDArray[np.uint8]:
     """The values (at least 1) as ASCII digits, right-aligned in `width` columns, NUL-filled."""
     chars = np.zeros((len(values), width), np.uint8)
-    rest = values.copy()
-    for column in range(width - 1, -1, -1):
-        chars[:, column] = np.where(rest > 0, 48 + rest % np.uint64(10), 0)
-        rest //= np.uint64(10)
+    small = values.max(initial=0) < 2**32  # 32-bit division is about three times faster
+    rest = values.astype(np.uint32 if small else np.uint64)
+    column = width - 1
+    while column >= 0 and rest.any():
+        quotient = rest // 10
+        digit = (rest - quotient * 10).astype(np.uint8) + 48
+        digit[rest == 0] = 0
+        chars[:, column] = digit
+        rest = quotient
+        column -= 1
     return chars
 
 
@@ -882,13 +888,21 @@ def _compact(codes: NDArray[np.uint32], table: Sequence[str]) -> Categorical:
     return Categorical(renumber[codes], tuple(table[i] for i in used.tolist()))
 
 
-def _merge_names(*parts: tuple[NDArray[np.uint32], list[str]]) -> Categorical:
-    """One categorical column from parts coded against their own tables (which may share
-    values: the company ITC and the underlying ITC are both "ITC")."""
-    every = [value for _, table in parts for value in table]
-    table = list(dict.fromkeys(every))
-    code = dict(zip(table, range(len(table)), strict=True))
-    lookup = np.fromiter(map(code.__getitem__, every), np.uint32, count=len(every))
-    offsets = np.cumsum([0] + [len(t) for _, t in parts])
-    codes = [lookup[offset + c] for (c, _), offset in zip(parts, offsets.tolist(), strict=False)]
-    return Categorical(np.concatenate(codes), tuple(table))
+def _merge_names(
+    cash: tuple[NDArray[np.uint32], list[str]], derived: tuple[NDArray[np.uint32], list[str]]
+) -> Categorical:
+    """One categorical column from two coded against their own tables, the second one small.
+    A value in both tables (the company ITC and the underlying ITC) gets the first's code."""
+    (cash_codes, cash_table), (derived_codes, derived_table) = cash, derived
+    common = set(derived_table).intersection(cash_table)
+    position = {value: cash_table.index(value) for value in common}
+    table = cash_table + [value for value in derived_table if value not in common]
+    lookup = np.empty(len(derived_table), np.uint32)
+    fresh = len(cash_table)
+    for code, value in enumerate(derived_table):
+        if value in common:
+            lookup[code] = position[value]
+        else:
+            lookup[code] = fresh
+            fresh += 1
+    return Categorical(np.concatenate([cash_codes, lookup[derived_codes]]), tuple(table))
