@@ -28,7 +28,7 @@ import numpy as np
 import xxhash
 from numpy.typing import ArrayLike, NDArray
 
-from . import phf
+from . import _hot, phf
 from .errors import LayoutError, UnavailableError, UnknownNameError
 from .model import BrokerToken, Instrument, days_to_date
 from .shm_layout import (
@@ -76,6 +76,12 @@ def _map_file(path: Path, *, populate: bool) -> mmap.mmap:
         os.close(fd)
 
 
+def _unknown(what: str, name: str, names: Any) -> UnknownNameError:
+    return UnknownNameError(
+        f"unknown {what} {name!r}; this snapshot has {', '.join(sorted(names)) or 'none'}"
+    )
+
+
 class _Columns(dict[str, Any]):
     """broker or feed name -> table; an unknown name is the caller's error, not a miss."""
 
@@ -84,9 +90,7 @@ class _Columns(dict[str, Any]):
         self.what = what
 
     def __missing__(self, name: str) -> Any:
-        raise UnknownNameError(
-            f"unknown {self.what} {name!r}; this snapshot has {', '.join(sorted(self)) or 'none'}"
-        )
+        raise _unknown(self.what, name, self)
 
 
 def _name(record: np.void, what: str) -> str:
@@ -336,81 +340,34 @@ class Resolver:
     # -- single lookups -----------------------------------------------------------------------
 
     def _bind(self, *, cache: bool, cache_limit: int) -> None:
-        xxh = xxhash.xxh3_64_intdigest
-        mixes = PILOT_MIX
-        n = self._n
-        seed = self.header.key_seed
-        shift = 64 - self.header.key_bucket_bits
-        slots = self.header.key_slot_count
-        pilots = self._view("key.pilots")
-        remap = self._view("key.remap", "I")
-        fingerprints = self._view("key.fingerprints", "Q")
+        h = self.header
         keys = self._view("keys")
-        width = self.header.key_width
-        columns = _Columns("broker", self._broker_columns)
-        strict = self.strict
-
-        def ordinal(key: str) -> int:
-            """The key's ordinal, or -1."""
-            raw = key.encode()
-            h = xxh(raw, seed)
-            s = (h ^ mixes[pilots[h >> shift]]) % slots
-            if s >= n:
-                s = remap[s - n]
-            if fingerprints[s] != h:
-                return -1
-            if strict:
-                start = s * width
-                end = start + len(raw)
-                if keys[start:end] != raw or (end < start + width and keys[end]):
-                    return -1
-            return s
-
-        if strict:
-
-            def token(key: str, broker: str) -> int | str:
-                s = ordinal(key)
-                if s < 0:
-                    raise KeyError(key)
-                t = columns[broker][s]
-                if t == NO_TOKEN:
-                    raise KeyError(key)
-                return t  # type: ignore[no-any-return]
-
-            def get_token(key: str, broker: str, default: T | None = None) -> int | str | T | None:
-                s = ordinal(key)
-                if s < 0:
-                    columns[broker]  # an unknown broker is an error even on a miss
-                    return default
-                t = columns[broker][s]
-                return default if t == NO_TOKEN else t  # type: ignore[no-any-return]
+        width = h.key_width
+        columns = dict(self._broker_columns)
+        tables = {
+            "xxh": xxhash.xxh3_64_intdigest,
+            "seed": h.key_seed,
+            "mixes": PILOT_MIX,
+            "pilots": self._view("key.pilots"),
+            "shift": 64 - h.key_bucket_bits,
+            "slots": h.key_slot_count,
+            "n": self._n,
+            "remap": self._view("key.remap", "I"),
+            "fingerprints": self._view("key.fingerprints", "Q"),
+            "columns": columns,
+            "absent": NO_TOKEN,
+            "keys": keys,
+            "width": width,
+            "unknown": _unknown,
+        }
+        if self.strict:
+            ordinal = _hot.bind(_hot.strict_ordinal, **tables)
+            token = _hot.bind(_hot.strict_token, ordinal=ordinal, **tables)
+            get_token = _hot.bind(_hot.strict_get_token, ordinal=ordinal, **tables)
         else:
-            # Fingerprint mode: the body of `ordinal` inlined, which the hot-key benchmark
-            # (bench/bench_lookup.py::test_token_hot) shows is worth a function call.
-            def token(key: str, broker: str) -> int | str:
-                h = xxh(key.encode(), seed)
-                s = (h ^ mixes[pilots[h >> shift]]) % slots
-                if s >= n:
-                    s = remap[s - n]
-                if fingerprints[s] != h:
-                    columns[broker]
-                    raise KeyError(key)
-                t = columns[broker][s]
-                if t == NO_TOKEN:
-                    raise KeyError(key)
-                return t  # type: ignore[no-any-return]
-
-            def get_token(key: str, broker: str, default: T | None = None) -> int | str | T | None:
-                h = xxh(key.encode(), seed)
-                s = (h ^ mixes[pilots[h >> shift]]) % slots
-                if s >= n:
-                    s = remap[s - n]
-                if fingerprints[s] != h:
-                    columns[broker]
-                    return default
-                t = columns[broker][s]
-                return default if t == NO_TOKEN else t  # type: ignore[no-any-return]
-
+            ordinal = _hot.bind(_hot.fingerprint_ordinal, **tables)
+            token = _hot.bind(_hot.token, **tables)
+            get_token = _hot.bind(_hot.get_token, **tables)
         if cache:
             token, get_token = _cached(token, get_token, columns, cache_limit)
 
@@ -418,21 +375,26 @@ class Resolver:
             start = s * width
             return keys[start : start + width].tobytes().rstrip(b"\0").decode()
 
-        feeds = _Columns(
-            "feed",
-            {
-                name: _reverse_lookup(
-                    feed, key_of, self._broker_columns, self._broker_names(feed), strict
-                )
-                for name, feed in self._feeds.items()
-            },
-        )
+        feeds = {
+            name: _reverse_lookup(
+                feed, key_of, self._broker_columns[self._broker_names(feed)], self.strict
+            )
+            for name, feed in self._feeds.items()
+        }
 
         def key(token: int | str, feed: str) -> str:
-            return feeds[feed](token, _MISSING)  # type: ignore[no-any-return]
+            try:
+                lookup = feeds[feed]
+            except KeyError:
+                raise _unknown("feed", feed, feeds) from None
+            return lookup(token, _MISSING)  # type: ignore[no-any-return]
 
         def get_key(token: int | str, feed: str, default: T | None = None) -> str | T | None:
-            return feeds[feed](token, default)  # type: ignore[no-any-return]
+            try:
+                lookup = feeds[feed]
+            except KeyError:
+                raise _unknown("feed", feed, feeds) from None
+            return lookup(token, default)  # type: ignore[no-any-return]
 
         self._ordinal = ordinal
         self._key_of = key_of
@@ -688,49 +650,24 @@ def _cached(
 
 
 def _reverse_lookup(
-    feed: _Feed,
-    key_of: Callable[[int], str],
-    broker_columns: dict[str, Any],
-    broker: str,
-    strict: bool,
+    feed: _Feed, key_of: Callable[[int], str], column: Any, strict: bool
 ) -> Callable[[int | str, Any], Any]:
     """One feed's single reverse lookup: token -> key, or the default (KeyError if _MISSING)."""
-    mixes = PILOT_MIX
-    seed, n, slots = feed.seed, feed.count, feed.slot_count
-    shift = 64 - feed.bucket_bits
-    pilots, remap = feed.pilots_view, feed.remap_view
-    stored, targets = feed.tokens_view, feed.targets_view
-
+    tables = {
+        "seed": feed.seed,
+        "mixes": PILOT_MIX,
+        "pilots": feed.pilots_view,
+        "shift": 64 - feed.bucket_bits,
+        "slots": feed.slot_count,
+        "n": feed.count,
+        "remap": feed.remap_view,
+        "stored": feed.tokens_view,
+        "targets": feed.targets_view,
+        "key_of": key_of,
+        "missing": _MISSING,
+    }
     if feed.kind == KIND_INT:
-
-        def lookup_int(token: int | str, default: Any) -> Any:
-            t = token if token.__class__ is int else int(token)
-            h = ((t ^ seed) * MIX_MULTIPLIER) & MASK64
-            h ^= h >> 32
-            s = (h ^ mixes[pilots[h >> shift]]) % slots
-            if s >= n:
-                s = remap[s - n]
-            if stored[s] != t:
-                if default is _MISSING:
-                    raise KeyError(token)
-                return default
-            return key_of(targets[s])
-
-        return lookup_int
-
-    xxh = xxhash.xxh3_64_intdigest
-    column = broker_columns[broker]
-
-    def lookup_str(token: int | str, default: Any) -> Any:
-        text = str(token)
-        h = xxh(text.encode(), seed)
-        s = (h ^ mixes[pilots[h >> shift]]) % slots
-        if s >= n:
-            s = remap[s - n]
-        if stored[s] != h or (strict and column[targets[s]] != text):
-            if default is _MISSING:
-                raise KeyError(token)
-            return default
-        return key_of(targets[s])
-
-    return lookup_str
+        return _hot.bind(_hot.int_feed_key, multiplier=MIX_MULTIPLIER, mask=MASK64, **tables)
+    return _hot.bind(
+        _hot.str_feed_key, xxh=xxhash.xxh3_64_intdigest, column=column, strict=strict, **tables
+    )

@@ -28,7 +28,7 @@ until it has its share of rows; the last chain is cut where the share ends. Stri
 grow with ``sqrt(n / 100,000)`` (capped at four times the base count, and never below 20% of
 the underlying's price), so a universe larger than the real market gets more underlyings, never
 impossible strikes: past the real names come invented ones made of pronounceable syllables
-(``KALOMIR``, ``NIFTYBEDASU``, ``PUGOTEX``, ``ZOQINR``).
+(``KALOMIR``, ``NIFTYBEDASU``, ``DIVUKINEX``, ``VOJINR``).
 
 Formats follow Kite's instrument dump: keys are ``EXCHANGE:TRADINGSYMBOL``; options are
 ``NIFTY24APR22500CE`` on a monthly expiry and ``NIFTY2441122500CE`` on a weekly one (year,
@@ -220,6 +220,18 @@ COMPANY_WORDS = (
     "PAPERS",
     "POLYMERS",
 )
+# NSE's usual strike interval below each price.
+STRIKE_STEPS = (
+    (25, 0.5),
+    (100, 1.0),
+    (250, 2.5),
+    (500, 5.0),
+    (1000, 10.0),
+    (2500, 20.0),
+    (5000, 50.0),
+    (10_000, 100.0),
+    (20_000, 250.0),
+)
 # Base strikes per near chain at the real market's size.
 INDEX_STRIKES, STOCK_STRIKES, COMMODITY_STRIKES, CURRENCY_STRIKES = 90, 20, 30, 40
 
@@ -259,7 +271,7 @@ def generate_universe(
     scale = min(MAX_STRIKE_SCALE, math.sqrt(n / REAL_MARKET_SIZE))
 
     cash = _cash(budget["nse"], budget["bse"], names, rng)
-    chains = _Chains(trade_date, scale)
+    chains = _Chains(scale)
     td = trade_date
     chains.fill(budget["nfo_index"], _indices(td, NFO, NFO_INDICES, "NIFTY{}", names, rng))
     chains.fill(budget["nfo_stock"], _stocks(td, cash.fno_symbols, names, rng))
@@ -280,8 +292,10 @@ def generate_universe(
         "angel": lambda: _angel(exchange, exchange_token),
         "upstox": lambda: _upstox(exchange, exchange_token, isin),
     }
+    keys = cash.keys
+    keys += chains.keys
     return Registry(
-        keys=cash.keys + chains.keys,
+        keys=keys,
         exchange=_compact(exchange, EXCHANGES),
         segment=_compact(np.concatenate([cash.segment, derived.segment]), SEGMENTS),
         instrument_type=_compact(
@@ -315,29 +329,14 @@ class _Names:
         out: list[str] = [""] * len(numbers)
         for tier, (a, b, size) in enumerate(self._shuffles):
             rows = np.flatnonzero(short if tier == 0 else ~short)
-            if not len(rows):
-                continue
-            x = (numbers[rows] - (0 if tier == 0 else SHORT_NAMES)) * a % size
-            x = (x + b) % size
-            coda = x % len(CODAS)
+            x = ((numbers[rows] - tier * SHORT_NAMES) * a + b) % size
+            parts = [[CODAS[c] for c in (x % len(CODAS)).tolist()]]
             x //= len(CODAS)
-            digits = []
             for _ in range(3 + tier):
-                digits.append((x % len(SYLLABLES)).tolist())
+                parts.append([SYLLABLES[d] for d in (x % len(SYLLABLES)).tolist()])
                 x //= len(SYLLABLES)
-            syl = SYLLABLES
-            if tier == 0:
-                words = [
-                    syl[p] + syl[q] + syl[r] + CODAS[c]
-                    for p, q, r, c in zip(*digits, coda.tolist(), strict=True)
-                ]
-            else:
-                words = [
-                    syl[p] + syl[q] + syl[r] + syl[s] + CODAS[c]
-                    for p, q, r, s, c in zip(*digits, coda.tolist(), strict=True)
-                ]
-            for row, word in zip(rows.tolist(), words, strict=True):
-                out[row] = word
+            for row, *pieces in zip(rows.tolist(), *reversed(parts), strict=True):
+                out[row] = "".join(pieces)
         return out
 
     def stocks(self, count: int) -> list[str]:
@@ -463,6 +462,9 @@ def _luhn_check(chars: NDArray[np.uint8]) -> NDArray[np.uint8]:
     return ((10 - total % 10) % 10).astype(np.uint8)
 
 
+_Chain = tuple[dt.date, bool, float, float]  # expiry, monthly, strikes, step factor
+
+
 @dataclass
 class _Underlying:
     """One underlying's contracts: its futures' expiries and its option chains."""
@@ -474,7 +476,7 @@ class _Underlying:
     lot: int
     tick: float
     futures: list[dt.date]
-    chains: list[tuple[dt.date, bool, float, float]]  # expiry, monthly, strikes, step factor
+    chains: list[_Chain]
 
 
 @dataclass
@@ -497,7 +499,6 @@ class _Chains:
     """Derivative rows, gathered one group at a time: a future (one row) or an option chain
     (strike by strike, CE then PE). Rows of a group differ only in key, strike and type."""
 
-    trade_date: dt.date
     scale: float
     keys: list[str] = field(default_factory=list)
     groups: list[tuple[int, int, int, int, int, float, int, int, int, int]] = field(
@@ -632,7 +633,7 @@ def _business_days_before(day: dt.date, count: int) -> dt.date:
 
 def _index_schedule(
     td: dt.date, weekday: int, long_dated: bool
-) -> tuple[list[dt.date], list[tuple[dt.date, bool, float, float]]]:
+) -> tuple[list[dt.date], list[_Chain]]:
     """Futures and option chains of an index: weekly expiries for five weeks, three monthly
     ones (the last `weekday` of the month), and for NIFTY three quarterly and half-yearly ones
     to five years out, with fewer and wider strikes the further out they are."""
@@ -640,11 +641,11 @@ def _index_schedule(
     first = td + dt.timedelta(days=(weekday - td.weekday()) % 7)
     weekly = [first + dt.timedelta(weeks=k) for k in range(5)]
     near = sorted(set(monthly) | set(weekly))
-    chains = [(d, d in monthly, INDEX_STRIKES, 1.0) for d in near if d <= monthly[-1]]
+    chains: list[_Chain] = [(d, d in monthly, INDEX_STRIKES, 1.0) for d in near if d <= monthly[-1]]
     if long_dated:
         later = [
             (y, m)
-            for y, m in _months(monthly[-1], 61)
+            for y, m in _months(monthly[-1], 55)
             if m % 3 == 0 and _last_weekday(y, m, weekday) > monthly[-1]
         ]
         chains += [
@@ -730,7 +731,7 @@ def _commodities(td: dt.date, names: _Names, rng: np.random.Generator) -> Iterat
             if expiry >= td:
                 futures.append(expiry)
         futures = futures[: 3 if months else 6]
-        chains: list[tuple[dt.date, bool, float, float]] = []
+        chains: list[_Chain] = []
         if step:
             seen = set()
             for future in futures[:3]:
@@ -764,7 +765,7 @@ def _currencies(td: dt.date, names: _Names, rng: np.random.Generator) -> Iterato
             spec = (f"{code}INR", float(rng.uniform(20, 150)), False)
         name, price, usd = spec
         near = monthly[:3] + ([d for d in weekly if d not in monthly] if usd else [])
-        chains = [(d, d in monthly, CURRENCY_STRIKES, 1.0) for d in sorted(near)]
+        chains: list[_Chain] = [(d, d in monthly, CURRENCY_STRIKES, 1.0) for d in sorted(near)]
         yield _Underlying(CDS, name, price, 0.25, 1000, 0.0025, monthly[: 12 if usd else 3], chains)
 
 
@@ -774,18 +775,15 @@ def _last_day(year: int, month: int) -> dt.date:
 
 def _stock_step(price: float) -> float:
     """NSE's usual strike interval for a price."""
-    for limit, step in ((25, 0.5), (100, 1), (250, 2.5), (500, 5), (1000, 10), (2500, 20)):
+    for limit, step in STRIKE_STEPS:
         if price < limit:
             return step
-    for limit, step in ((5000, 50), (10_000, 100), (20_000, 250)):
-        if price < limit:
-            return step
-    return 500
+    return 500.0
 
 
 def _round_lot(value: float) -> int:
     """A lot size as exchanges set them: two significant figures."""
-    magnitude = 10 ** max(0, int(math.log10(max(value, 1))) - 1)
+    magnitude: int = 10 ** max(0, int(math.log10(max(value, 1))) - 1)
     return max(1, round(value / magnitude) * magnitude)
 
 
@@ -830,7 +828,8 @@ def _yymmdd(expiry: NDArray[np.int32]) -> NDArray[np.uint64]:
     day = (days - months).astype(np.int64) + 1
     table = (year % 100 * 10_000 + month * 100 + day).astype(np.uint64)
     table[0] = 0
-    return table[expiry]
+    yymmdd: NDArray[np.uint64] = table[expiry]
+    return yymmdd
 
 
 def _angel(exchange: NDArray[np.uint32], token: NDArray[np.uint64]) -> TokenColumn:
@@ -866,7 +865,7 @@ def _decimal(values: NDArray[np.uint64], width: int) -> NDArray[np.uint8]:
     """The values (at least 1) as ASCII digits, right-aligned in `width` columns, NUL-filled."""
     chars = np.zeros((len(values), width), np.uint8)
     small = values.max(initial=0) < 2**32  # 32-bit division is about three times faster
-    rest = values.astype(np.uint32 if small else np.uint64)
+    rest: NDArray[np.unsignedinteger] = values.astype(np.uint32 if small else np.uint64)
     column = width - 1
     while column >= 0 and rest.any():
         quotient = rest // 10
