@@ -23,6 +23,8 @@ CDS                      8%  USDINR (12 monthly futures, weekly and monthly opti
                              EURINR, GBPINR, JPYINR
 ====================  =====  ============================================================
 
+Indices themselves (Kite's ``INDICES`` segment) are not listed.
+
 A family takes its underlyings in order, futures first and then one option chain per expiry,
 until it has its share of rows; the last chain is cut where the share ends. Strikes per chain
 grow with ``sqrt(n / 100,000)`` (capped at four times the base count, and never below 20% of
@@ -292,10 +294,8 @@ def generate_universe(
         "angel": lambda: _angel(exchange, exchange_token),
         "upstox": lambda: _upstox(exchange, exchange_token, isin),
     }
-    keys = cash.keys
-    keys += chains.keys
     return Registry(
-        keys=keys,
+        keys=cash.keys + chains.keys,
         exchange=_compact(exchange, EXCHANGES),
         segment=_compact(np.concatenate([cash.segment, derived.segment]), SEGMENTS),
         instrument_type=_compact(
@@ -616,8 +616,12 @@ def _months(start: dt.date, count: int) -> Iterator[tuple[int, int]]:
         yield start.year + (start.month - 1 + k) // 12, (start.month - 1 + k) % 12 + 1
 
 
+def _last_day(year: int, month: int) -> dt.date:
+    return dt.date(year, month, calendar.monthrange(year, month)[1])
+
+
 def _last_weekday(year: int, month: int, weekday: int) -> dt.date:
-    last = dt.date(year, month, calendar.monthrange(year, month)[1])
+    last = _last_day(year, month)
     return last - dt.timedelta(days=(last.weekday() - weekday) % 7)
 
 
@@ -726,8 +730,8 @@ def _commodities(td: dt.date, names: _Names, rng: np.random.Generator) -> Iterat
         for y, m in _months(td, 14):
             if months and m not in months:
                 continue
-            last = calendar.monthrange(y, m)[1]
-            expiry = _weekday_on_or_before(dt.date(y, m, min(day, last)))
+            last = _last_day(y, m)
+            expiry = _weekday_on_or_before(last.replace(day=min(day, last.day)))
             if expiry >= td:
                 futures.append(expiry)
         futures = futures[: 3 if months else 6]
@@ -767,10 +771,6 @@ def _currencies(td: dt.date, names: _Names, rng: np.random.Generator) -> Iterato
         near = monthly[:3] + ([d for d in weekly if d not in monthly] if usd else [])
         chains: list[_Chain] = [(d, d in monthly, CURRENCY_STRIKES, 1.0) for d in sorted(near)]
         yield _Underlying(CDS, name, price, 0.25, 1000, 0.0025, monthly[: 12 if usd else 3], chains)
-
-
-def _last_day(year: int, month: int) -> dt.date:
-    return dt.date(year, month, calendar.monthrange(year, month)[1])
 
 
 def _stock_step(price: float) -> float:
