@@ -15,7 +15,6 @@ mapped sections.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import mmap
 import os
 import re
@@ -290,10 +289,9 @@ class Resolver:
         data = self._view("strings.data")
         if int(offsets[-1]) > len(data):
             raise LayoutError("section 'strings.offsets' points past 'strings.data'")
-        self._strings = tuple(
-            data[int(a) : int(b)].tobytes().decode("utf-8", "replace")
-            for a, b in itertools.pairwise(offsets)
-        )
+        # Decoded on demand: a universe can have a hundred thousand names, and open is O(1).
+        self._string_offsets, self._string_data = offsets, data
+        self._string_count = len(offsets) - 1
         brokers = self._array("brokers")
         feeds = self._array("feeds")
         self._feeds: dict[str, _Feed] = {}
@@ -324,10 +322,12 @@ class Resolver:
 
     def _verify_indexes(self) -> None:
         """O(n) checks that the stored indexes stay in range (part of `verify`)."""
+        if (np.diff(self._string_offsets.astype(np.int64)) < 0).any():
+            raise LayoutError("section 'strings.offsets' is not in ascending order")
         if self._remap.size and int(self._remap.max()) >= self._n:
             raise LayoutError("section 'key.remap' holds an ordinal out of range")
         for field in ("exchange", "segment", "instrument_type", "name"):
-            if int(self._records[field].max()) >= len(self._strings):
+            if int(self._records[field].max()) >= self._string_count:
                 raise LayoutError(
                     f"section 'records': field {field} holds a string index out of range"
                 )
@@ -371,13 +371,14 @@ class Resolver:
         if cache:
             token, get_token = _cached(token, get_token, columns, cache_limit)
 
+        key_array = self._keys
+
         def key_of(s: int) -> str:
-            start = s * width
-            return keys[start : start + width].tobytes().rstrip(b"\0").decode()
+            return key_array[s].decode()  # type: ignore[no-any-return]
 
         feeds = {
             name: _reverse_lookup(
-                feed, key_of, self._broker_columns[self._broker_names(feed)], self.strict
+                feed, key_array, self._broker_columns[self._broker_names(feed)], self.strict
             )
             for name, feed in self._feeds.items()
         }
@@ -491,7 +492,7 @@ class Resolver:
         if not 0 <= ordinal < self._n:
             raise IndexError(f"ordinal {ordinal} is out of range 0..{self._n - 1}")
         row = self._records[ordinal]
-        strings = self._strings
+        string = self.string
         tokens = []
         for broker, column in self._broker_columns.items():
             value = column[ordinal]
@@ -509,10 +510,10 @@ class Resolver:
             tokens.append(BrokerToken(broker, feed.name if feed else broker, value))
         return Instrument(
             key=self._key_of(ordinal),
-            exchange=strings[int(row["exchange"])],
-            segment=strings[int(row["segment"])],
-            instrument_type=strings[int(row["instrument_type"])],
-            name=strings[int(row["name"])],
+            exchange=string(int(row["exchange"])),
+            segment=string(int(row["segment"])),
+            instrument_type=string(int(row["instrument_type"])),
+            name=string(int(row["name"])),
             expiry=days_to_date(int(row["expiry"])),
             strike=float(row["strike"]),
             tick_size=float(row["tick_size"]),
@@ -542,12 +543,13 @@ class Resolver:
     @property
     def records(self) -> NDArray[np.void]:
         """The metadata records as a read-only numpy view, row i for ordinal i (see
-        `ordinals`); string fields are indexes into `strings`."""
+        `ordinals`); string fields are indexes for `string(index)`."""
         return self._records  # type: ignore[return-value]
 
-    @property
-    def strings(self) -> tuple[str, ...]:
-        return self._strings
+    def string(self, index: int) -> str:
+        """Entry `index` of the string table (what the records' string fields point at)."""
+        start, end = self._string_offsets[index : index + 2].tolist()
+        return self._string_data[start:end].tobytes().decode("utf-8", "replace")  # type: ignore[no-any-return]
 
     @property
     def generation(self) -> int:
@@ -650,7 +652,7 @@ def _cached(
 
 
 def _reverse_lookup(
-    feed: _Feed, key_of: Callable[[int], str], column: Any, strict: bool
+    feed: _Feed, key_array: NDArray[np.bytes_], column: Any, strict: bool
 ) -> Callable[[int | str, Any], Any]:
     """One feed's single reverse lookup: token -> key, or the default (KeyError if _MISSING)."""
     tables = {
@@ -663,7 +665,7 @@ def _reverse_lookup(
         "remap": feed.remap_view,
         "stored": feed.tokens_view,
         "targets": feed.targets_view,
-        "key_of": key_of,
+        "key_array": key_array,
         "missing": _MISSING,
     }
     if feed.kind == KIND_INT:
