@@ -20,6 +20,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -410,7 +411,7 @@ class Resolver:
         xxh = xxhash.xxh3_64_intdigest
         if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
             return np.fromiter((xxh(k, seed) for k in keys.tolist()), np.uint64, len(keys))
-        return np.array([xxh(k.encode(), seed) for k in keys], dtype=np.uint64).reshape(-1)
+        return np.fromiter(map(xxh, map(str.encode, keys), repeat(seed)), np.uint64, len(keys))
 
     def ordinals(self, keys: Sequence[str] | NDArray[Any]) -> NDArray[np.intp]:
         """Each key's ordinal in this snapshot (the row of `records`), -1 for unknown keys."""
@@ -475,7 +476,7 @@ class Resolver:
         """The key of every token of a feed, as fixed-width UTF-8 bytes (numpy ``S``), b''
         where the feed does not have the token. ``.astype(str)`` makes them str."""
         found = self.feed_ordinals(tokens, feed)
-        out = self._keys[found]
+        out = self._keys.take(found)  # take() gathers wide rows about 2x faster than [found]
         out[found < 0] = b""
         return out
 
