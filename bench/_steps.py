@@ -6,9 +6,6 @@ Like the client's hot paths, each is copied with a globals dict holding one snap
 
 from __future__ import annotations
 
-import builtins
-import types
-from collections.abc import Callable
 from typing import Any
 
 xxh: Any = None
@@ -22,10 +19,6 @@ remap: Any = None
 fingerprints: Any = None
 columns: Any = None
 absent: Any = None
-
-
-def bind(function: Callable[..., Any], **tables: Any) -> Callable[..., Any]:
-    return types.FunctionType(function.__code__, {"__builtins__": builtins, **tables})
 
 
 def call_only(key: str, broker: str) -> Any:

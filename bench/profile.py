@@ -19,6 +19,7 @@ import numpy as np
 import xxhash
 from numpy.typing import NDArray
 
+from resolverd._hot import bind
 from resolverd.phf import PILOT_MIX_ARRAY
 
 from .timing import no_gc, percentile
@@ -317,7 +318,7 @@ def token_steps(
         ("+ fingerprints[s] (memoryview 'Q') and compare", _steps.fingerprint),
         ("+ columns[broker][s] and the NO_TOKEN test", _steps.token),
     ]
-    bound = [(name, _steps.bind(template, **tables)) for name, template in steps]
+    bound = [(name, bind(template, **tables)) for name, template in steps]
     if bound[-1][1](key, broker) != expected:
         return [{"step": "skipped: the step-by-step lookup differs from Resolver.token"}]
     rows = []
