@@ -84,7 +84,7 @@ def fingerprint_ordinal(key: str) -> int:
     s = (h ^ mixes[pilots[h >> shift]]) % slots
     if s >= n:
         s = remap[s - n]
-    return s if fingerprints[s] == h else -1  # type: ignore[no-any-return]
+    return s if fingerprints[s] == h else -1
 
 
 def strict_ordinal(key: str) -> int:

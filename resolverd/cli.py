@@ -65,10 +65,9 @@ def _load_registry(specs: Sequence[str], trade_date: dt.date | None) -> tuple[Re
             size = spec.partition("=")[2]
             if not size.isdigit() or int(size) < 1:
                 raise ConfigError(f"source {spec!r}: N must be a positive whole number")
-            universe = generate_universe(
-                int(size), **({"trade_date": trade_date} if trade_date else {})
-            )
-            return universe, [spec]
+            if trade_date is None:
+                return generate_universe(int(size)), [spec]
+            return generate_universe(int(size), trade_date=trade_date), [spec]
         label, records = load_source(spec)
         labels.append(label)
         instruments.extend(records)
@@ -206,7 +205,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if field != "sections":
             print(f"{field:22} {value}")
     print(f"{'sections':22} {'offset':>12} {'bytes':>12} {'count':>10}  dtype")
-    for name, entry in report["sections"].items():  # type: ignore[attr-defined]
+    sections: dict[str, dict[str, Any]] = report["sections"]
+    for name, entry in sections.items():
         print(
             f"  {name:20} {entry['offset']:12,} {entry['bytes']:12,} {entry['count']:10,}  "
             f"{entry['dtype']}"

@@ -265,14 +265,16 @@ class Resolver:
 
     def _view(self, name: str, fmt: str = "B") -> memoryview:
         entry = self.header.sections[name]
+        assert self._memory is not None
         view = self._memory[entry.offset : entry.offset + entry.nbytes]
         if fmt != "B":
-            view = view.cast(fmt)
+            view = view.cast(fmt)  # type: ignore[call-overload]  # fmt is one of "B", "I", "Q"
         self._exports.append(view)
         return view
 
     def _array(self, name: str) -> NDArray[Any]:
         entry = self.header.sections[name]
+        assert self._memory is not None
         array = np.frombuffer(
             self._memory, dtype=entry.dtype, count=entry.count, offset=entry.offset
         )
@@ -439,7 +441,7 @@ class Resolver:
         fixed-width bytes with b'' for a miss when the broker's tokens are strings."""
         column = _Columns("broker", self._broker_arrays)[broker]
         found = self.ordinals(keys)
-        out = column[found]
+        out: NDArray[Any] = column[found]
         out[found < 0] = NO_TOKEN if column.dtype.kind == "u" else b""
         return out
 
@@ -545,12 +547,12 @@ class Resolver:
     def records(self) -> NDArray[np.void]:
         """The metadata records as a read-only numpy view, row i for ordinal i (see
         `ordinals`); string fields are indexes for `string(index)`."""
-        return self._records  # type: ignore[return-value]
+        return self._records
 
     def string(self, index: int) -> str:
         """Entry `index` of the string table (what the records' string fields point at)."""
         start, end = self._string_offsets[index : index + 2].tolist()
-        return self._string_data[start:end].tobytes().decode("utf-8", "replace")  # type: ignore[no-any-return]
+        return self._string_data[start:end].tobytes().decode("utf-8", "replace")
 
     @property
     def generation(self) -> int:
@@ -622,7 +624,7 @@ class Resolver:
 def _cached(
     token: Callable[[str, str], int | str],
     get_token: Callable[..., Any],
-    columns: _Columns,
+    columns: dict[str, Any],
     limit: int,
 ) -> tuple[Callable[[str, str], int | str], Callable[..., Any]]:
     """Wrap the lookups with a per-process dict of hot keys. A snapshot never changes, so the

@@ -10,7 +10,7 @@ gives the same payload checksum.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,7 +117,7 @@ def _check_length(registry: Registry) -> int:
     n = len(registry.keys)
     if n == 0:
         raise RegistryError("the registry has no instruments")
-    columns = {
+    columns: dict[str, Sized] = {
         "exchange": registry.exchange,
         "segment": registry.segment,
         "instrument_type": registry.instrument_type,

@@ -105,11 +105,6 @@ class TokenColumn:
     values: NDArray[np.uint64] | Sequence[str | None]
     feeds: Categorical
 
-    def present(self) -> NDArray[np.bool_]:
-        if self.kind == "int":
-            return np.asarray(self.values) != NO_TOKEN
-        return np.fromiter((v is not None for v in self.values), dtype=bool, count=len(self.feeds))
-
 
 @dataclass(frozen=True)
 class Registry:

@@ -144,7 +144,7 @@ def query(
     high = np.flatnonzero(ordinals >= n)
     if high.size:
         ordinals[high] = remap[ordinals[high] - n]
-    return ordinals
+    return ordinals  # type: ignore[no-any-return]  # numpy's stubs lose the dtype of astype
 
 
 def int_token_hash(tokens: NDArray[np.uint64], seed: int) -> NDArray[np.uint64]:

@@ -213,7 +213,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import xxhash
@@ -295,7 +295,15 @@ HEADER_DTYPE: Final = np.dtype(
         "itemsize": HEADER_FIXED_SIZE,
     }
 )
-HEADER_CHECKSUM_OFFSET: Final = HEADER_DTYPE.fields["header_checksum"][1]
+
+
+def field_offset(dtype: np.dtype[np.void], field: str) -> int:
+    """The byte offset of a field of one of the record dtypes above."""
+    assert dtype.fields is not None
+    return int(dtype.fields[field][1])
+
+
+HEADER_CHECKSUM_OFFSET: Final = field_offset(HEADER_DTYPE, "header_checksum")
 
 SECTION_DTYPE: Final = np.dtype(
     {
@@ -370,8 +378,8 @@ CONTROL_DTYPE: Final = np.dtype(
         "itemsize": CONTROL_SIZE,
     }
 )
-CONTROL_SEQUENCE_OFFSET: Final = CONTROL_DTYPE.fields["sequence"][1]
-CONTROL_GENERATION_OFFSET: Final = CONTROL_DTYPE.fields["generation"][1]
+CONTROL_SEQUENCE_OFFSET: Final = field_offset(CONTROL_DTYPE, "sequence")
+CONTROL_GENERATION_OFFSET: Final = field_offset(CONTROL_DTYPE, "generation")
 
 
 def control_file_name(name: str) -> str:
@@ -407,7 +415,7 @@ def section_dtype(dtype_name: str) -> np.dtype[np.generic]:
 class Section:
     name: str
     dtype: str
-    data: np.ndarray  # type: ignore[type-arg]  # any of the section dtypes
+    data: np.ndarray[Any, Any]  # any of the section dtypes
 
 
 def write_snapshot(
@@ -486,8 +494,8 @@ def header_checksum(buf: bytes | bytearray | memoryview, header_size: int) -> in
 
 def set_generation(buf: bytearray, generation: int) -> None:
     """Stamp a (not yet published) snapshot with its generation and reseal its header."""
-    struct.pack_into("<Q", buf, HEADER_DTYPE.fields["generation"][1], generation)
-    header_size = struct.unpack_from("<I", buf, HEADER_DTYPE.fields["header_size"][1])[0]
+    struct.pack_into("<Q", buf, field_offset(HEADER_DTYPE, "generation"), generation)
+    header_size = struct.unpack_from("<I", buf, field_offset(HEADER_DTYPE, "header_size"))[0]
     struct.pack_into("<Q", buf, HEADER_CHECKSUM_OFFSET, header_checksum(buf, header_size))
 
 
