@@ -199,8 +199,8 @@ class Resolver:
     ) -> Resolver:
         """Map a snapshot file, or the current generation of a registry published by name.
 
-        A string without a path separator that matches ``[A-Za-z0-9_][A-Za-z0-9_.-]*`` and is
-        not an existing file is a registry name, looked up in `directory` (default
+        A string without a path separator that matches ``[A-Za-z0-9_][A-Za-z0-9_.-]*``, does
+        not end in ``.snap`` and is not an existing file is a registry name, looked up in `directory` (default
         $RESOLVERD_SHM_DIR or /dev/shm). `populate` pre-faults the whole mapping on open.
         """
         text = os.fspath(source)
@@ -208,6 +208,7 @@ class Resolver:
             isinstance(source, str)
             and os.sep not in text
             and _NAME.fullmatch(text)
+            and not text.endswith(".snap")
             and not Path(text).is_file()
         )
         if not is_name:

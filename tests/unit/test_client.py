@@ -201,6 +201,11 @@ def test_a_missing_file_is_unavailable(tmp_path: Path) -> None:
         Resolver.open(tmp_path / "absent.snap")
 
 
+def test_a_bare_file_name_ending_in_snap_is_a_file_not_a_registry_name() -> None:
+    with pytest.raises(UnavailableError, match=r"absent\.snap: no such snapshot file"):
+        Resolver.open("absent.snap")
+
+
 def test_an_empty_or_foreign_file_is_a_layout_error_naming_the_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty.snap"
     empty.touch()
