@@ -200,8 +200,9 @@ class Resolver:
         """Map a snapshot file, or the current generation of a registry published by name.
 
         A string without a path separator that matches ``[A-Za-z0-9_][A-Za-z0-9_.-]*``, does
-        not end in ``.snap`` and is not an existing file is a registry name, looked up in `directory` (default
-        $RESOLVERD_SHM_DIR or /dev/shm). `populate` pre-faults the whole mapping on open.
+        not end in ``.snap`` and is not an existing file is a registry name, looked up in
+        `directory` (default $RESOLVERD_SHM_DIR or /dev/shm). `populate` pre-faults the whole
+        mapping on open.
         """
         text = os.fspath(source)
         is_name = (
