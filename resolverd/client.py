@@ -65,8 +65,9 @@ def _map_file(path: Path, *, populate: bool) -> mmap.mmap:
     except OSError as exc:
         raise UnavailableError(f"{path}: cannot open: {exc.strerror}") from exc
     try:
-        size = os.fstat(fd).st_size
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        status = os.fstat(fd)
+        size = status.st_size
+        if not stat.S_ISREG(status.st_mode):
             raise LayoutError(f"{path}: not a regular file")
         if size == 0:
             raise LayoutError(f"{path}: truncated: the file is empty")
@@ -82,15 +83,12 @@ def _unknown(what: str, name: str, names: Any) -> UnknownNameError:
     )
 
 
-class _Columns(dict[str, Any]):
-    """broker or feed name -> table; an unknown name is the caller's error, not a miss."""
-
-    def __init__(self, what: str, items: dict[str, Any]) -> None:
-        super().__init__(items)
-        self.what = what
-
-    def __missing__(self, name: str) -> Any:
-        raise _unknown(self.what, name, self)
+def _named(what: str, table: dict[str, T], name: str) -> T:
+    """table[name]; an unknown broker or feed name is the caller's error, not a miss."""
+    try:
+        return table[name]
+    except KeyError:
+        raise _unknown(what, name, table) from None
 
 
 def _name(record: np.void, what: str) -> str:
@@ -118,10 +116,10 @@ class _StrColumn:
 class _Feed:
     """One feed's reverse tables, as memoryviews (single lookups) and arrays (batches)."""
 
-    def __init__(self, resolver: Resolver, index: int, record: np.void) -> None:
+    def __init__(self, resolver: Resolver, index: int, record: np.void, broker: str) -> None:
         self.name = _name(record, f"feed {index}")
         self.kind = int(record["kind"])
-        self.broker = int(record["broker"])
+        self.broker = broker
         self.seed = int(record["seed"])
         self.count = int(record["count"])
         self.slot_count = int(record["slot_count"])
@@ -298,19 +296,18 @@ class Resolver:
         self._string_offsets, self._string_data = offsets, data
         self._string_count = len(offsets) - 1
         brokers = self._array("brokers")
-        feeds = self._array("feeds")
+        broker_names = [_name(record, f"broker {j}") for j, record in enumerate(brokers)]
         self._feeds: dict[str, _Feed] = {}
-        for f, record in enumerate(feeds):
+        for f, record in enumerate(self._array("feeds")):
             check_feed(h, f, record)
-            feed = _Feed(self, f, record)
+            feed = _Feed(self, f, record, broker_names[int(record["broker"])])
             self._feeds[feed.name] = feed
         self._broker_kinds: dict[str, int] = {}
         self._broker_arrays: dict[str, NDArray[Any]] = {}
         self._broker_columns: dict[str, Any] = {}
         self._broker_feeds: dict[str, tuple[_Feed, ...]] = {}
         feed_list = list(self._feeds.values())
-        for j, record in enumerate(brokers):
-            name = _name(record, f"broker {j}")
+        for j, (name, record) in enumerate(zip(broker_names, brokers, strict=True)):
             kind = int(record["kind"])
             self._broker_kinds[name] = kind
             self._broker_arrays[name] = self._array(f"tokens.{j}")
@@ -382,9 +379,7 @@ class Resolver:
             return key_array[s].decode()  # type: ignore[no-any-return]
 
         feeds = {
-            name: _reverse_lookup(
-                feed, key_array, self._broker_columns[self._broker_names(feed)], self.strict
-            )
+            name: _reverse_lookup(feed, key_array, self._broker_columns[feed.broker], self.strict)
             for name, feed in self._feeds.items()
         }
 
@@ -405,9 +400,6 @@ class Resolver:
         self._ordinal = ordinal
         self._key_of = key_of
         self.token, self.get_token, self.key, self.get_key = token, get_token, key, get_key
-
-    def _broker_names(self, feed: _Feed) -> str:
-        return list(self._broker_kinds)[feed.broker]
 
     # -- batch lookups ------------------------------------------------------------------------
 
@@ -441,7 +433,7 @@ class Resolver:
     def tokens(self, keys: Sequence[str] | NDArray[Any], broker: str) -> NDArray[Any]:
         """Every key's token for a broker, as one array: uint64 with NO_TOKEN for a miss, or
         fixed-width bytes with b'' for a miss when the broker's tokens are strings."""
-        column = _Columns("broker", self._broker_arrays)[broker]
+        column = _named("broker", self._broker_arrays, broker)
         found = self.ordinals(keys)
         out: NDArray[Any] = column[found]
         out[found < 0] = NO_TOKEN if column.dtype.kind == "u" else b""
@@ -449,7 +441,7 @@ class Resolver:
 
     def feed_ordinals(self, tokens: ArrayLike, feed: str) -> NDArray[np.intp]:
         """Each token's instrument ordinal, -1 where the feed does not have the token."""
-        table: _Feed = _Columns("feed", self._feeds)[feed]
+        table = _named("feed", self._feeds, feed)
         if table.kind == KIND_INT:
             values = np.asarray(tokens)
             if values.dtype.kind not in "ui":
@@ -471,7 +463,7 @@ class Resolver:
             hit &= values >= 0
         found = table.targets[slot].astype(np.intp)
         if self.strict and table.kind != KIND_INT:
-            column = self._broker_arrays[self._broker_names(table)]
+            column = self._broker_arrays[table.broker]
             hit &= column[found] == np.array(text, dtype=column.dtype)
         found[~hit] = -1
         return found
@@ -498,23 +490,21 @@ class Resolver:
             raise IndexError(f"ordinal {ordinal} is out of range 0..{self._n - 1}")
         row = self._records[ordinal]
         string = self.string
+        key = self._key_of(ordinal)
         tokens = []
         for broker, column in self._broker_columns.items():
             value = column[ordinal]
             if value == NO_TOKEN:
                 continue
+            # The layout keeps no per-instrument feed: the feed is the one whose reverse
+            # table sends this token back to this key.
             feed = next(
-                (
-                    f
-                    for f in self._broker_feeds[broker]
-                    if self.get_key(value, f.name) is not None
-                    and self._feed_target(f, value) == ordinal
-                ),
+                (f for f in self._broker_feeds[broker] if self.get_key(value, f.name) == key),
                 None,
             )
             tokens.append(BrokerToken(broker, feed.name if feed else broker, value))
         return Instrument(
-            key=self._key_of(ordinal),
+            key=key,
             exchange=string(int(row["exchange"])),
             segment=string(int(row["segment"])),
             instrument_type=string(int(row["instrument_type"])),
@@ -527,12 +517,6 @@ class Resolver:
             exchange_token=int(row["exchange_token"]),
             tokens=tuple(tokens),
         )
-
-    def _feed_target(self, feed: _Feed, token: int | str) -> int:
-        found = self.feed_ordinals(
-            np.array([token], dtype=np.uint64 if feed.kind == KIND_INT else object), feed.name
-        )
-        return int(found[0])
 
     def __len__(self) -> int:
         return self._n
@@ -579,14 +563,14 @@ class Resolver:
 
     def feed_size(self, feed: str) -> int:
         """How many tokens the feed has."""
-        return int(_Columns("feed", self._feeds)[feed].count)
+        return _named("feed", self._feeds, feed).count
 
     def feed_kind(self, feed: str) -> str:
         """ "int" or "str": the kind of token the feed holds."""
-        return "int" if _Columns("feed", self._feeds)[feed].kind == KIND_INT else "str"
+        return "int" if _named("feed", self._feeds, feed).kind == KIND_INT else "str"
 
     def broker_kind(self, broker: str) -> str:
-        return "int" if _Columns("broker", self._broker_kinds)[broker] == KIND_INT else "str"
+        return "int" if _named("broker", self._broker_kinds, broker) == KIND_INT else "str"
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -631,19 +615,25 @@ def _cached(
 ) -> tuple[Callable[[str, str], int | str], Callable[..., Any]]:
     """Wrap the lookups with a per-process dict of hot keys. A snapshot never changes, so the
     cache lives and dies with the resolver (and therefore with the generation)."""
-    caches = _Columns("broker", {broker: {} for broker in columns})
+    caches: dict[str, dict[str, Any]] = {broker: {} for broker in columns}
 
     def cached_token(key: str, broker: str) -> int | str:
-        hot = caches[broker]
+        try:
+            hot = caches[broker]
+        except KeyError:
+            raise _unknown("broker", broker, caches) from None
         t = hot.get(key)
         if t is None:
             t = token(key, broker)
             if len(hot) < limit:
                 hot[key] = t
-        return t  # type: ignore[no-any-return]
+        return t
 
     def cached_get_token(key: str, broker: str, default: T | None = None) -> int | str | T | None:
-        hot = caches[broker]
+        try:
+            hot = caches[broker]
+        except KeyError:
+            raise _unknown("broker", broker, caches) from None
         t = hot.get(key)
         if t is None:
             t = get_token(key, broker, _MISSING)

@@ -165,8 +165,8 @@ def _feeds_of(
         what = f"feed {feed_name}"
         if column.kind == "int":
             assert isinstance(values, np.ndarray)
-            kind, hashed = KIND_INT, _hash_int_tokens(what, values[targets], targets, keys)
             stored = values[targets]
+            kind, hashed = KIND_INT, _hash_int_tokens(what, stored, targets, keys)
         else:
             assert isinstance(values, list)
             raw = [values[int(t)] for t in targets]
@@ -275,7 +275,7 @@ def compile_snapshot(
             raw = [column.values[int(i)] for i in at_ordinal]
             present = np.fromiter((v is not None for v in raw), dtype=bool, count=n)
             values, width = _encode_strings([v or "" for v in raw], f"broker {column.broker}")
-            if any(present & np.fromiter((not v for v in values), bool, count=n)):
+            if (present & np.fromiter((not v for v in values), bool, count=n)).any():
                 raise RegistryError(f"broker {column.broker}: an instrument has an empty token")
             token_sections.append(
                 Section(f"tokens.{j}", f"|S{width}", np.array(values, dtype=f"S{width}"))
