@@ -436,8 +436,8 @@ def write_snapshot(
     header_size = header_size_for(len(sections))
     table = np.zeros(len(sections), dtype=SECTION_DTYPE)
     offset = header_size
-    for i, section in enumerate(sections):
-        data = np.ascontiguousarray(section.data)
+    arrays = [np.ascontiguousarray(section.data) for section in sections]
+    for i, (section, data) in enumerate(zip(sections, arrays, strict=True)):
         expected = section_dtype(section.dtype)
         if data.dtype != expected:
             raise ValueError(f"section {section.name}: dtype {data.dtype} is not {expected}")
@@ -452,11 +452,9 @@ def write_snapshot(
     file_size = offset
 
     out = bytearray(file_size)
-    for section, entry in zip(sections, table, strict=True):
+    for data, entry in zip(arrays, table, strict=True):
         start = int(entry["offset"])
-        out[start : start + int(entry["nbytes"])] = np.ascontiguousarray(section.data).data.cast(
-            "B"
-        )
+        out[start : start + data.nbytes] = data.data.cast("B")
     table_bytes = table.tobytes()
     out[HEADER_FIXED_SIZE : HEADER_FIXED_SIZE + len(table_bytes)] = table_bytes
 
