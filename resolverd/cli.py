@@ -150,15 +150,14 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 def cmd_reverse(args: argparse.Namespace) -> int:
     with Resolver.open(_snapshot_arg(args), strict=args.strict) as resolver:
+        integer_feed = resolver.feed_kind(args.feed) == "int"
 
         def resolve(token: str) -> str:
-            value: int | str = token
-            feed_kind = resolver.feed_kind(args.feed)
-            if feed_kind == "int":
-                if not token.isdigit():
-                    raise KeyError(token)  # feed has integer tokens; this cannot be one
-                value = int(token)
-            return resolver.key(value, args.feed)
+            if not integer_feed:
+                return resolver.key(token, args.feed)
+            if not token.isdigit():
+                raise KeyError(token)  # the feed has integer tokens; this cannot be one
+            return resolver.key(int(token), args.feed)
 
         return _lookup_each(args, args.tokens, resolve)
 
