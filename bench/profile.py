@@ -74,10 +74,10 @@ def keys_steps(
         o = s["o"]
         high = np.flatnonzero(o >= n)
         if high.size:
-            o[high] = remap[o[high] - n]
+            o[high] = remap.take(o[high] - n)
 
     def hit() -> None:
-        s["hit"] = stored[s["o"]] == tokens
+        s["hit"] = stored.take(s["o"]) == tokens
 
     def miss() -> None:
         s["found"][~s["hit"]] = -1
@@ -93,22 +93,27 @@ def keys_steps(
         ("mix: (t ^ seed) * M", lambda: put("h", (s["w"] ^ seed) * _MIX)),
         ("mix: h ^= h >> 32", lambda: s["h"].__ixor__(s["h"] >> _U32)),
         ("bucket: h >> shift", lambda: put("b", s["h"] >> shift)),
-        ("pilots[bucket] (gather, u8)", lambda: put("p", pilots[s["b"]])),
-        ("PILOT_MIX[pilot] (gather, 256 entries)", lambda: put("m", PILOT_MIX_ARRAY[s["p"]])),
+        ("pilots.take(bucket) (gather, u8)", lambda: put("p", pilots.take(s["b"]))),
+        (
+            "PILOT_MIX.take(pilot) (gather, 256 entries)",
+            lambda: put("m", PILOT_MIX_ARRAY.take(s["p"])),
+        ),
         ("h ^ pilot_mix", lambda: put("x", s["h"] ^ s["m"])),
         ("% slot_count (uint64 remainder)", lambda: put("slot", s["x"] % modulus)),
-        ("astype(intp)", lambda: put("o", s["slot"].astype(np.intp))),
+        ("view as intp", lambda: put("o", s["slot"].view(np.intp))),
         ("remap: flatnonzero(o >= n) + gather", remap_high),
-        ("tokens[slot] == t (gather u8 + compare)", hit),
+        ("tokens.take(slot) == t (gather u8 + compare)", hit),
         (
-            "targets[slot].astype(intp) (gather u4)",
-            lambda: put("found", targets[s["o"]].astype(np.intp)),
+            "targets.take(slot).astype(intp) (gather u4)",
+            lambda: put("found", targets.take(s["o"]).astype(np.intp)),
         ),
         ("found[~hit] = -1", miss),
-        (f"keys[found] (gather {keys.dtype.str} rows)", lambda: put("out", keys[s["found"]])),
+        (
+            f"keys.take(found) (gather {keys.dtype.str} rows)",
+            lambda: put("out", keys.take(s["found"])),
+        ),
         ("out[found < 0] = b''", blank),
-        ("alternative: keys.take(found)", lambda: keys.take(s["found"])),
-        ("alternative: tokens.take(slot) == t", lambda: stored.take(s["o"]) == tokens),
+        ("alternative: keys[found] (fancy indexing)", lambda: keys[s["found"]]),
         (
             "alternative: x - (x // S) * S instead of x % S",
             lambda: s["x"] - (s["x"] // modulus) * modulus,
@@ -164,7 +169,7 @@ def tokens_steps(
         o = s["o"]
         high = np.flatnonzero(o >= n)
         if high.size:
-            o[high] = remap[o[high] - n]
+            o[high] = remap.take(o[high] - n)
 
     def gather() -> None:
         out = column[s["o"]]

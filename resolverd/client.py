@@ -458,10 +458,10 @@ class Resolver:
             ).reshape(-1)
             wanted = hashes
         slot = phf.query(hashes, table.pilots, table.bucket_bits, table.slot_count, table.remap)
-        hit = table.tokens[slot] == wanted
+        hit = table.tokens.take(slot) == wanted
         if table.kind == KIND_INT and values.dtype.kind == "i":
             hit &= values >= 0
-        found = table.targets[slot].astype(np.intp)
+        found = table.targets.take(slot).astype(np.intp)
         if self.strict and table.kind != KIND_INT:
             column = self._broker_arrays[table.broker]
             hit &= column[found] == np.array(text, dtype=column.dtype)

@@ -135,20 +135,26 @@ def query(
     slot_count: int,
     remap: NDArray[np.uint32],
 ) -> NDArray[np.intp]:
-    """The ordinal each hash lands on (``slot_to_ordinal`` of the spec), for a whole array."""
+    """The ordinal each hash lands on (``slot_to_ordinal`` of the spec), for a whole array.
+
+    One working array is reused in place and gathers use ``take``: on 1M hashes this is
+    about 15% cheaper than the expression form, which allocates (and page-faults) a fresh
+    8 MB array per operation (bench/profile.py, keys() steps).
+    """
     n = slot_count - len(remap)
-    slots = (hashes ^ PILOT_MIX_ARRAY[pilots[hashes >> np.uint64(64 - bucket_bits)]]) % np.uint64(
-        slot_count
-    )
-    ordinals = slots.astype(np.intp)
+    work = np.right_shift(hashes, np.uint64(64 - bucket_bits))
+    np.bitwise_xor(hashes, PILOT_MIX_ARRAY.take(pilots.take(work)), out=work)
+    np.remainder(work, np.uint64(slot_count), out=work)
+    ordinals = work.view(np.intp)  # slots < 2**32, so the bits are the same number
     high = np.flatnonzero(ordinals >= n)
     if high.size:
-        ordinals[high] = remap[ordinals[high] - n]
-    return ordinals  # type: ignore[no-any-return]  # numpy's stubs lose the dtype of astype
+        ordinals[high] = remap.take(ordinals[high] - n)
+    return ordinals
 
 
 def int_token_hash(tokens: NDArray[np.uint64], seed: int) -> NDArray[np.uint64]:
     """``mix(t ^ seed)`` for an array of integer tokens (numpy wraps uint64 products)."""
-    mixed = (tokens ^ np.uint64(seed)) * _MIX_MULTIPLIER
+    mixed = np.bitwise_xor(tokens, np.uint64(seed))
+    mixed *= _MIX_MULTIPLIER
     mixed ^= mixed >> _U64_32
     return mixed
