@@ -68,9 +68,9 @@ def _load_registry(specs: Sequence[str], trade_date: dt.date | None) -> tuple[Re
             if trade_date is None:
                 return generate_universe(int(size)), [spec]
             return generate_universe(int(size), trade_date=trade_date), [spec]
-        label, records = load_source(spec)
-        labels.append(label)
-        instruments.extend(records)
+        loaded = load_source(spec)
+        labels.append(loaded.source)
+        instruments.extend(loaded.instruments)
     return Registry.from_instruments(instruments, trade_date=trade_date), labels
 
 

@@ -17,7 +17,7 @@ an exchange segment, so each of their segments is its own feed (``angel:NFO``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -126,6 +126,36 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def instruments(self) -> Iterator[Instrument]:
+        """Each row as an `Instrument` (the inverse of `from_instruments`, up to token order)."""
+        columns: list[tuple[str, Categorical, Sequence[int | str | None]]] = [
+            (c.broker, c.feeds, c.values.tolist() if isinstance(c.values, np.ndarray) else c.values)
+            for c in self.tokens
+        ]
+        expiry = self.expiry_days.tolist()
+        strike, tick = self.strike.tolist(), self.tick_size.tolist()
+        lot, xtoken = self.lot_size.tolist(), self.exchange_token.tolist()
+        for i, key in enumerate(self.keys):
+            tokens = tuple(
+                BrokerToken(broker, feeds[i], value)
+                for broker, feeds, values in columns
+                if (value := values[i]) is not None and value != NO_TOKEN
+            )
+            yield Instrument(
+                key=key,
+                exchange=self.exchange[i],
+                segment=self.segment[i],
+                instrument_type=self.instrument_type[i],
+                name=self.name[i],
+                expiry=days_to_date(expiry[i]),
+                strike=strike[i],
+                tick_size=tick[i],
+                lot_size=lot[i],
+                isin=self.isin[i].decode(),
+                exchange_token=xtoken[i],
+                tokens=tokens,
+            )
 
     @classmethod
     def from_instruments(

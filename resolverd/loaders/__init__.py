@@ -1,47 +1,58 @@
 """Loaders: one module per source format, each turning a broker file into `Instrument` records.
 
 A source is named by a *spec*: ``FORMAT=PATH`` (``kite=/data/instruments.csv``), or a bare path
-whose format is told from its first line. Each module keeps a pure parser over text lines and a
-thin ``load_<format>(path, source)`` that reads the file; `FORMATS` registers the loader with
-the test that recognises its first line. Adding a format is one module and one entry here.
+whose format is told from its first bytes. Each module keeps a pure parser over text and a thin
+``read_<format>(path, source) -> Loaded`` that reads the file (plain or gzip); `FORMATS`
+registers it with the test that recognises the start of its text. Adding a format is one module
+and one entry here. What the records look like, whatever the broker, is in `_common`.
 """
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import ConfigError, SourceError, SourceMissingError
-from ..model import Instrument
 from . import kite
-from .kite import load_kite, parse_kite
+from ._common import Loaded, SourceWarning
+from .kite import load_kite, parse_kite, read_kite
 
-__all__ = ["FORMATS", "SourceFormat", "load_kite", "load_source", "parse_kite"]
+__all__ = [
+    "FORMATS",
+    "Loaded",
+    "SourceFormat",
+    "SourceWarning",
+    "load_kite",
+    "load_source",
+    "parse_kite",
+    "read_kite",
+]
 
-# Enough for any header line; a first line longer than this is not one we know.
+# Enough for any header line or the first JSON object; a head longer than this is not one we know.
 _SNIFF_BYTES = 64 * 1024
 
 
 class SourceFormat(NamedTuple):
     """A registered source format."""
 
-    load: Callable[[Path, str], list[Instrument]]
+    read: Callable[[Path, str], Loaded]
     """Reads a file; the second argument labels it in error messages (``kite=x.csv``)."""
     sniff: Callable[[str], bool]
-    """Whether a file whose first line (without BOM or line end) is this is of this format."""
+    """Whether a file whose text starts with this (up to 64 KiB, gunzipped, without BOM) is of
+    this format."""
 
 
 FORMATS: dict[str, SourceFormat] = {
-    "kite": SourceFormat(load_kite, lambda line: line.startswith(kite.HEADER_PREFIX)),
+    "kite": SourceFormat(read_kite, lambda head: head.startswith(kite.HEADER_PREFIX)),
 }
 
 
-def load_source(spec: str) -> tuple[str, list[Instrument]]:
+def load_source(spec: str) -> Loaded:
     """Load the source named by `spec`: ``FORMAT=PATH`` or a bare ``PATH``.
 
-    Returns the source's label, ``FORMAT=<file name>`` (the one its error messages use), and
-    its records.
+    The result's ``source`` is the label its error messages use, ``FORMAT=<file name>``.
 
     Raises `ConfigError` for an unknown ``FORMAT=``, `SourceMissingError` if the file cannot be
     read, and `SourceError` if a bare path's format cannot be told from its first line or the
@@ -60,20 +71,33 @@ def load_source(spec: str) -> tuple[str, list[Instrument]]:
         path = Path(spec)
         name = _detect(path, spec)
     label = f"{name}={path.name}"
-    return label, FORMATS[name].load(path, label)
+    return FORMATS[name].read(path, label)
 
 
 def _detect(path: Path, spec: str) -> str:
-    """The name of the one format whose sniff test accepts the file's first line."""
+    """The name of the one format whose sniff test accepts the start of the file's text."""
     try:
         with path.open("rb") as f:
-            first = f.readline(_SNIFF_BYTES)
-    except OSError as exc:
-        raise SourceMissingError(spec, f"cannot read {path}: {exc.strerror or exc}") from exc
-    line = first.decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r\n")
-    for name, fmt in FORMATS.items():
-        if fmt.sniff(line):
-            return name
+            head = f.read(_SNIFF_BYTES)
+            if head[:2] == b"\x1f\x8b":
+                f.seek(0)
+                with gzip.open(f) as unzipped:
+                    head = unzipped.read(_SNIFF_BYTES)
+    except (OSError, EOFError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise SourceMissingError(spec, f"cannot read {path}: {reason}") from exc
+    text = head.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    matches = [name for name, fmt in FORMATS.items() if fmt.sniff(text)]
+    if len(matches) == 1:
+        return matches[0]
+    line = text.partition("\n")[0].rstrip("\r")
+    if matches:
+        raise SourceError(
+            spec,
+            f"the start of the file fits several formats ({', '.join(matches)});"
+            " name one as FORMAT=PATH",
+            row=1,
+        )
     shown = repr(line[:60]) + ("..." if len(line) > 60 else "") if line else "an empty file"
     raise SourceError(
         spec,

@@ -35,7 +35,6 @@ column, e.g. ``kite=instruments.csv: row 5021, field instrument_token: '12x34' i
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import math
@@ -45,10 +44,19 @@ from operator import itemgetter
 from pathlib import Path
 from typing import NoReturn
 
-from ..errors import SourceError, SourceMissingError
+from ..errors import SourceError
 from ..model import BrokerToken, Instrument
+from ._common import (
+    Loaded,
+    csv_rows,
+    decode_utf8,
+    fail,
+    header_indexes,
+    parse_uint,
+    read_source,
+)
 
-__all__ = ["COLUMNS", "HEADER_PREFIX", "load_kite", "parse_kite"]
+__all__ = ["COLUMNS", "HEADER_PREFIX", "load_kite", "parse_kite", "parse_kite_rows", "read_kite"]
 
 COLUMNS = (
     "instrument_token",
@@ -84,12 +92,18 @@ _READ = (
 )
 
 _U32_MAX = 2**32 - 1
-_BOM = "\ufeff"
 _NUMBER_CHARS = frozenset("0123456789.eE+-")
 
 
 def parse_kite(lines: Iterable[str], source: str) -> Iterator[Instrument]:
-    """Yield one `Instrument` per data row of a Kite ``instruments`` CSV.
+    """Yield one `Instrument` per data row of a Kite ``instruments`` CSV (`parse_kite_rows`
+    without the row numbers)."""
+    for _, instrument in parse_kite_rows(lines, source):
+        yield instrument
+
+
+def parse_kite_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, Instrument]]:
+    """Yield (row number, `Instrument`) per data row of a Kite ``instruments`` CSV.
 
     `lines` is the text, split into lines as a file opened with ``newline=""`` splits it (any
     iterable of strings `csv.reader` accepts). `source` labels the input in error messages
@@ -98,12 +112,12 @@ def parse_kite(lines: Iterable[str], source: str) -> Iterator[Instrument]:
     Raises `SourceError` for the first bad row, for a key listed twice, and, once the input is
     exhausted, if it held no instruments at all. Records already yielded stay valid.
     """
-    records = _records(lines, source)
+    records = csv_rows(lines, source)
     first = next(records, None)
     if first is None:
         raise SourceError(source, "no instruments: the input is empty")
     header = first[1]
-    pick = itemgetter(*_column_indexes(header, source))
+    pick = itemgetter(*header_indexes(header, _READ, source))
     width = len(header)
 
     kite = "kite"
@@ -180,25 +194,33 @@ def parse_kite(lines: Iterable[str], source: str) -> Iterator[Instrument]:
             _fail(
                 source, row, "tradingsymbol", f"{key} is listed twice: rows {first_row} and {row}"
             )
-        yield Instrument(
-            key=key,
-            exchange=exchange,
-            segment=segment,
-            instrument_type=itype,
-            name=name,
-            expiry=expiry,
-            strike=strike,
-            tick_size=tick,
-            lot_size=lot,
-            exchange_token=xtoken,
-            tokens=(BrokerToken(broker=kite, feed=kite, value=token),),
+        yield (
+            row,
+            Instrument(
+                key=key,
+                exchange=exchange,
+                segment=segment,
+                instrument_type=itype,
+                name=name,
+                expiry=expiry,
+                strike=strike,
+                tick_size=tick,
+                lot_size=lot,
+                exchange_token=xtoken,
+                tokens=(BrokerToken(broker=kite, feed=kite, value=token),),
+            ),
         )
     if not seen:
         raise SourceError(source, "no instruments: the header has no data rows after it")
 
 
 def load_kite(path: str | os.PathLike[str], source: str | None = None) -> list[Instrument]:
-    """Read a Kite ``instruments`` CSV file into a list of records.
+    """Read a Kite ``instruments`` CSV file into a list of records (`read_kite`'s records)."""
+    return read_kite(path, source).instruments
+
+
+def read_kite(path: str | os.PathLike[str], source: str | None = None) -> Loaded:
+    """Read a Kite ``instruments`` CSV file (plain or gzip) with each record's row number.
 
     The file must be UTF-8 (a leading byte-order mark is tolerated). `source` labels the file in
     error messages and defaults to ``kite=<file name>``.
@@ -209,73 +231,21 @@ def load_kite(path: str | os.PathLike[str], source: str | None = None) -> list[I
     path = Path(path)
     if source is None:
         source = f"kite={path.name}"
-    text = _read_text(path, source)
-    return list(parse_kite(io.StringIO(text, newline=""), source))
-
-
-def _read_text(path: Path, source: str) -> str:
-    """The whole file decoded as strict UTF-8, or a `SourceError` naming the bad byte's row.
-
-    Reads bytes and decodes them at once so that a decoding error has a file offset to turn into
-    a row (a text-mode file reports offsets within its read buffer).
-    """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SourceMissingError(source, f"cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        row = data.count(b"\n", 0, exc.start) + 1
-        raise SourceError(
-            source,
-            f"byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8 ({exc.reason})",
-            row=row,
-        ) from exc
-
-
-def _records(lines: Iterable[str], source: str) -> Iterator[tuple[int, list[str]]]:
-    """(row number, fields) per CSV record; a record `csv` cannot parse is a `SourceError`."""
-    reader = csv.reader(lines)
-    row = 0
-    try:
-        for row, fields in enumerate(reader, 1):
-            yield row, fields
-    except csv.Error as exc:
-        raise SourceError(source, f"not valid CSV: {exc}", row=row + 1) from exc
-
-
-def _column_indexes(header: list[str], source: str) -> list[int]:
-    """Where each column in `_READ` sits in `header` (row 1)."""
-    names = list(header)
-    if names and names[0].startswith(_BOM):
-        names[0] = names[0][len(_BOM) :]
-    indexes = []
-    for column in _READ:
-        count = names.count(column)
-        if count == 0:
-            hint = " (is the header row missing?)" if names and names[0].isdigit() else ""
-            raise SourceError(
-                source, f"the header has no column {column!r}{hint}", row=1, field=column
-            )
-        if count > 1:
-            raise SourceError(
-                source, f"the header names column {column!r} twice", row=1, field=column
-            )
-        indexes.append(names.index(column))
-    return indexes
+    text = decode_utf8(read_source(path, source), source)
+    loaded = Loaded(source)
+    for row, instrument in parse_kite_rows(io.StringIO(text, newline=""), source):
+        loaded.add(row, instrument)
+    return loaded
 
 
 def _fail(source: str, row: int, field: str, detail: str) -> NoReturn:
-    raise SourceError(source, detail, row=row, field=field)
+    fail(source, row, field, detail)
 
 
 def _bad_uint(text: str, source: str, row: int, field: str) -> NoReturn:
-    """Reject `text`, which is not a plain run of ASCII digits, saying why."""
-    digits = text[1:]
-    if text[:1] == "-" and digits.isdigit() and digits.isascii():
-        _fail(source, row, field, f"{text!r} is negative")
-    _fail(source, row, field, f"{text!r} is not an integer")
+    """Reject `text`, which the hot loop found is not a plain run of ASCII digits, saying why."""
+    parse_uint(text, source, row, field)
+    raise AssertionError("unreachable: parse_uint accepted what isdigit() refused")
 
 
 def _number(text: str, source: str, row: int, field: str) -> float:

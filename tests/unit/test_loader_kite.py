@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from resolverd.errors import EX_DATAERR, EX_NOINPUT, ConfigError, SourceError, SourceMissingError
-from resolverd.loaders import FORMATS, load_source
+from resolverd.errors import EX_DATAERR, EX_NOINPUT, SourceError, SourceMissingError
+from resolverd.loaders import load_source
 from resolverd.loaders.kite import COLUMNS, load_kite, parse_kite
 from resolverd.model import BrokerToken, Instrument, Registry
 
@@ -133,8 +133,10 @@ def test_real_file_through_load_source_by_name_and_by_sniffing(
     kite_file: Path, real: list[Instrument]
 ) -> None:
     label = f"kite={kite_file.name}"
-    assert load_source(f"kite={kite_file}") == (label, real)
-    assert load_source(str(kite_file)) == (label, real)
+    for spec in (f"kite={kite_file}", str(kite_file)):
+        loaded = load_source(spec)
+        assert (loaded.source, loaded.instruments) == (label, real)
+        assert loaded.rows == list(range(2, len(real) + 2))
 
 
 # Zerodha's mocks: the live API's format
@@ -202,7 +204,7 @@ def test_bad_instrument_token_message_reads_like_the_style_guide() -> None:
 @pytest.mark.parametrize(
     ("column", "value", "detail"),
     [
-        ("instrument_token", "", "'' is not an integer"),
+        ("instrument_token", "", "is empty"),
         ("instrument_token", "1.5", "'1.5' is not an integer"),
         ("instrument_token", " 17437186", "is not an integer"),
         ("instrument_token", "-17437186", "'-17437186' is negative"),
@@ -227,7 +229,7 @@ def test_bad_instrument_token_message_reads_like_the_style_guide() -> None:
         ("tick_size", "NaN", "is not a finite number"),
         ("lot_size", "50.0", "'50.0' is not an integer"),
         ("lot_size", "-50", "is negative"),
-        ("lot_size", "", "is not an integer"),
+        ("lot_size", "", "is empty"),
         ("lot_size", str(2**32), "out of range"),
     ],
 )
@@ -316,53 +318,3 @@ def test_source_label_defaults_to_the_file_name_and_can_be_given(tmp_path: Path)
         load_kite(path)
     with pytest.raises(SourceError, match=r"^zerodha: row 3"):
         load_kite(str(path), source="zerodha")
-
-
-# load_source: specs and format detection
-
-
-def test_kite_is_a_registered_format() -> None:
-    assert "kite" in FORMATS
-    assert FORMATS["kite"].sniff(HEADER)
-
-
-def test_bare_path_is_detected_as_kite_by_its_header(tmp_path: Path) -> None:
-    path = tmp_path / "dump.csv"
-    path.write_text("\ufeff" + csv_text(*ROWS), encoding="utf-8")
-    label, records = load_source(str(path))
-    assert label == "kite=dump.csv"
-    assert records[:2] == [AARTIIND, NIFTY_CALL]
-
-
-def test_bare_path_of_unknown_format_lists_known_formats(tmp_path: Path) -> None:
-    path = tmp_path / "NSE_CM.csv"
-    path.write_text("101000000010666,PARAGON FINE AND SPEC CHEM LTD,0,1\n", encoding="utf-8")
-    with pytest.raises(SourceError, match="cannot tell the format") as caught:
-        load_source(str(path))
-    assert "known formats: kite" in str(caught.value)
-    assert caught.value.row == 1
-
-
-def test_bare_path_of_empty_file_cannot_be_told(tmp_path: Path) -> None:
-    path = tmp_path / "empty.csv"
-    path.write_bytes(b"")
-    with pytest.raises(SourceError, match="an empty file"):
-        load_source(str(path))
-
-
-def test_unknown_format_name_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown format 'nosuch'; known formats: kite"):
-        load_source(f"nosuch={tmp_path / 'x.csv'}")
-
-
-def test_missing_bare_path_is_source_missing(tmp_path: Path) -> None:
-    with pytest.raises(SourceMissingError):
-        load_source(str(tmp_path / "absent.csv"))
-    with pytest.raises(SourceMissingError):
-        load_source(f"kite={tmp_path / 'absent.csv'}")
-
-
-def test_bare_path_containing_an_equals_sign_is_a_path(tmp_path: Path) -> None:
-    path = tmp_path / "date=2024-04-03.csv"
-    path.write_text(csv_text(*ROWS), encoding="utf-8")
-    assert load_source(str(path))[0] == "kite=date=2024-04-03.csv"
