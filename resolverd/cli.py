@@ -24,11 +24,13 @@ import numpy as np
 from .client import Resolver
 from .compiler import compile_snapshot
 from .errors import EX_USAGE, ConfigError, ResolverError
-from .model import Instrument, Registry
+from .model import Registry
 from .shm_layout import read_header
+from .validate import DEFAULT_MAX_DROP, Report
 
 EXIT_NOT_FOUND = 1
 SNAPSHOT_ENV = "RESOLVERD_SNAPSHOT"
+DSN_ENV = "RESOLVERD_DSN"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,37 +43,37 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
 
 
-def _trade_date(text: str | None) -> dt.date | None:
+def _trade_date(text: str | None) -> dt.date:
+    """--trade-date, by default today in India (the exchanges' calendar)."""
+    from .sources import today_in_india
+
     if text is None:
-        return None
+        return today_in_india()
     try:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise ConfigError(f"--trade-date {text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _load_registry(specs: Sequence[str], trade_date: dt.date | None) -> tuple[Registry, list[str]]:
-    """Sources to one registry; `synthetic=N` is the built-in generated universe."""
-    from .loaders import load_source
+def _build(args: argparse.Namespace, previous: dict[str, int] | None) -> tuple[Registry, Report]:
+    from .loaders import register_mapping
+    from .sources import build_registry
 
-    instruments: list[Instrument] = []
-    labels = []
-    for spec in specs:
-        if spec.startswith("synthetic="):
-            if len(specs) > 1:
-                raise ConfigError("synthetic=N cannot be mixed with other sources")
-            from .synthetic import generate_universe
+    for mapping in args.mapping or ():
+        register_mapping(mapping)
+    if not 0 <= args.max_drop <= 1:
+        raise ConfigError(f"--max-drop {args.max_drop} is not a share between 0 and 1")
+    return build_registry(
+        args.sources,
+        trade_date=_trade_date(args.trade_date),
+        previous=previous,
+        max_drop=args.max_drop,
+    )
 
-            size = spec.partition("=")[2]
-            if not size.isdigit() or int(size) < 1:
-                raise ConfigError(f"source {spec!r}: N must be a positive whole number")
-            if trade_date is None:
-                return generate_universe(int(size)), [spec]
-            return generate_universe(int(size), trade_date=trade_date), [spec]
-        loaded = load_source(spec)
-        labels.append(loaded.source)
-        instruments.extend(loaded.instruments)
-    return Registry.from_instruments(instruments, trade_date=trade_date), labels
+
+def _print_report(report: Report) -> None:
+    for line in report.lines():
+        print(line, file=sys.stderr)
 
 
 def _write_atomically(path: Path, data: bytes | bytearray) -> None:
@@ -90,8 +92,11 @@ def _write_atomically(path: Path, data: bytes | bytearray) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
+    from .sources import previous_counts
+
     started = time.perf_counter()
-    registry, labels = _load_registry(args.sources, _trade_date(args.trade_date))
+    baseline = args.previous or args.out
+    registry, report = _build(args, previous_counts(baseline))
     loaded = time.perf_counter()
     snapshot = compile_snapshot(registry)
     compiled = time.perf_counter()
@@ -99,7 +104,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     header = read_header(snapshot)
     summary = {
         "out": args.out,
-        "sources": labels,
+        "sources": list(report.sources),
         "instruments": header.instrument_count,
         "brokers": header.broker_count,
         "feeds": header.feed_count,
@@ -107,15 +112,70 @@ def cmd_compile(args: argparse.Namespace) -> int:
         "checksum": f"{header.payload_checksum:016x}",
         "load_seconds": round(loaded - started, 4),
         "compile_seconds": round(compiled - loaded, 4),
+        "report": report.to_dict(),
     }
     if args.json:
         _print_json(summary)
     else:
+        _print_report(report)
         print(
-            f"compiled {summary['instruments']:,} instruments from {', '.join(labels)} "
+            f"compiled {summary['instruments']:,} instruments from {', '.join(report.sources)} "
             f"into {args.out} ({header.file_size:,} bytes, checksum {summary['checksum']}); "
-            f"load {loaded - started:.3f} s, compile {compiled - loaded:.3f} s"
+            f"load and check {loaded - started:.3f} s, compile {compiled - loaded:.3f} s"
         )
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .sources import previous_counts
+
+    previous = previous_counts(args.previous) if args.previous else None
+    _, report = _build(args, previous)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print("\n".join(report.lines()))
+        print("valid: every gate passed")
+    return 0
+
+
+def _dsn(args: argparse.Namespace) -> str:
+    dsn: str | None = args.dsn or os.environ.get(DSN_ENV)
+    if not dsn:
+        raise ConfigError(f"no database: pass --dsn DSN or set ${DSN_ENV}")
+    return dsn
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    from .db import init_schema, redact_dsn
+
+    dsn = _dsn(args)
+    init_schema(dsn)
+    print(f"schema instrument_registry is ready in {redact_dsn(dsn)}")
+    return 0
+
+
+def cmd_db_ingest(args: argparse.Namespace) -> int:
+    from .db import ingest, redact_dsn
+    from .join import join
+    from .loaders import register_mapping
+    from .sources import load_sources
+    from .validate import check
+
+    for mapping in args.mapping or ():
+        register_mapping(mapping)
+    dsn = _dsn(args)
+    loaded = load_sources(args.sources)
+    # The registry keeps every contract it is given (each compile drops what has expired by
+    # its own trade date), so only the join and the duplicate gates run here.
+    instruments, report = check(join(loaded), trade_date=None)
+    brokers = {t.broker for i in instruments for t in i.tokens}
+    result = ingest(dsn, instruments, brokers, source=", ".join(report.sources))
+    if args.json:
+        _print_json({"report": report.to_dict(), "ingest": msgspec.to_builtins(result)})
+    else:
+        _print_report(report)
+        print(f"ingested into {redact_dsn(dsn)}: {result}")
     return 0
 
 
@@ -303,16 +363,55 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
 
     compile_ = commands.add_parser("compile", help="compile sources into a snapshot file")
-    compile_.add_argument(
-        "sources",
-        nargs="+",
-        metavar="SOURCE",
-        help="FORMAT=PATH, a bare PATH (format detected), or synthetic=N",
+    validate = commands.add_parser(
+        "validate", help="load sources and run every gate, without compiling"
     )
+    for command in (compile_, validate):
+        command.add_argument(
+            "sources",
+            nargs="+",
+            metavar="SOURCE",
+            help="FORMAT=PATH, a bare PATH (format detected), a PostgreSQL DSN, or synthetic=N",
+        )
+        command.add_argument(
+            "--trade-date",
+            help="YYYY-MM-DD; contracts expired before it are dropped (default: today in India)",
+        )
+        command.add_argument(
+            "--max-drop",
+            type=float,
+            default=DEFAULT_MAX_DROP,
+            help="refuse a broker that lost more than this share of its instruments against"
+            f" the previous snapshot (default {DEFAULT_MAX_DROP})",
+        )
+        command.add_argument(
+            "--mapping",
+            action="append",
+            metavar="TOML",
+            help="a generic loader's column mapping; its name becomes a FORMAT (repeatable)",
+        )
+        command.add_argument("--json", action="store_true")
     compile_.add_argument("--out", required=True, help="snapshot file to write")
-    compile_.add_argument("--trade-date", help="YYYY-MM-DD recorded in the snapshot")
-    compile_.add_argument("--json", action="store_true")
+    compile_.add_argument(
+        "--previous", help="snapshot to compare sizes with (default: the --out file, if any)"
+    )
+    validate.add_argument("--previous", help="snapshot to compare sizes with")
     compile_.set_defaults(run=cmd_compile)
+    validate.set_defaults(run=cmd_validate)
+
+    db = commands.add_parser("db", help="the PostgreSQL instrument registry")
+    db_commands = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    init = db_commands.add_parser("init", help="create the instrument_registry schema")
+    ingest = db_commands.add_parser(
+        "ingest", help="load broker masters into the registry in one transaction"
+    )
+    ingest.add_argument("sources", nargs="+", metavar="SOURCE", help="FORMAT=PATH or a bare PATH")
+    ingest.add_argument("--mapping", action="append", metavar="TOML")
+    ingest.add_argument("--json", action="store_true")
+    for command in (init, ingest):
+        command.add_argument("--dsn", help=f"the database (default ${DSN_ENV})")
+    init.set_defaults(run=cmd_db_init)
+    ingest.set_defaults(run=cmd_db_ingest)
 
     for name, run, what, metavar in (
         ("lookup", cmd_lookup, "key to token for a broker", "KEY"),

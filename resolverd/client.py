@@ -565,6 +565,10 @@ class Resolver:
         """How many tokens the feed has."""
         return _named("feed", self._feeds, feed).count
 
+    def feed_broker(self, feed: str) -> str:
+        """The broker whose tokens the feed holds."""
+        return _named("feed", self._feeds, feed).broker
+
     def feed_kind(self, feed: str) -> str:
         """ "int" or "str": the kind of token the feed holds."""
         return "int" if _named("feed", self._feeds, feed).kind == KIND_INT else "str"

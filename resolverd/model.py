@@ -127,6 +127,44 @@ class Registry:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def select(self, rows: NDArray[np.bool_]) -> Registry:
+        """The registry of the rows where `rows` is true, in the same order."""
+        where = np.flatnonzero(rows)
+        picked = where.tolist()
+
+        def strings(column: Categorical) -> Categorical:
+            # Only the categories still used, so the string table holds nothing dropped.
+            used, codes = np.unique(column.codes[where], return_inverse=True)
+            categories = tuple(column.categories[i] for i in used.tolist())
+            return Categorical(codes.astype(np.uint32).reshape(-1), categories)
+
+        tokens = tuple(
+            TokenColumn(
+                c.broker,
+                c.kind,
+                c.values[where]
+                if isinstance(c.values, np.ndarray)
+                else [c.values[i] for i in picked],
+                strings(c.feeds),
+            )
+            for c in self.tokens
+        )
+        return Registry(
+            keys=[self.keys[i] for i in picked],
+            exchange=strings(self.exchange),
+            segment=strings(self.segment),
+            instrument_type=strings(self.instrument_type),
+            name=strings(self.name),
+            expiry_days=self.expiry_days[where],
+            strike=self.strike[where],
+            tick_size=self.tick_size[where],
+            lot_size=self.lot_size[where],
+            isin=self.isin[where],
+            exchange_token=self.exchange_token[where],
+            tokens=tokens,
+            trade_date=self.trade_date,
+        )
+
     def instruments(self) -> Iterator[Instrument]:
         """Each row as an `Instrument` (the inverse of `from_instruments`, up to token order)."""
         columns: list[tuple[str, Categorical, Sequence[int | str | None]]] = [

@@ -105,3 +105,20 @@ def _detect(path: Path, spec: str) -> str:
         f" {', '.join(FORMATS)}; name one as FORMAT=PATH",
         row=1,
     )
+
+
+def register_mapping(path: str | Path) -> str:
+    """Register the generic loader's column mapping at `path` as a format of its own name, so
+    that ``NAME=PATH`` sources read through it; returns the name. A mapping is never sniffed:
+    its sources must be named."""
+    from .generic import load_mapping, read_generic
+
+    mapping = load_mapping(Path(path))
+    if mapping.name in FORMATS and FORMATS[mapping.name].read.__module__ != __name__:
+        raise ConfigError(f"mapping {path}: name {mapping.name!r} is a built-in format")
+
+    def read(source_path: Path, source: str) -> Loaded:
+        return read_generic(source_path, mapping, source)
+
+    FORMATS[mapping.name] = SourceFormat(read, lambda head: False)
+    return mapping.name

@@ -126,3 +126,75 @@ def test_a_damaged_snapshot_exits_65(
     code, _, err = run(capsys, "inspect", str(damaged))
     assert code == 65
     assert "damaged.snap: truncated" in err
+
+
+NIFTY_CALL_ROW = (
+    "12345666,48225,NIFTY24APR22500CE,NIFTY,0,25-04-2024,22500,0.05,50,CE,NFO-OPT,NFO\n"
+)
+INFY_ROW = "408065,1594,INFY,INFOSYS,0,,0,0.05,1,EQ,NSE,NSE\n"
+
+
+def test_compile_drops_expired_contracts_and_says_the_file_is_stale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "instruments.csv"
+    source.write_text(KITE_HEADER + INFY_ROW + NIFTY_CALL_ROW)
+    out = tmp_path / "out.snap"
+    code, text, err = run(
+        capsys, "compile", f"kite={source}", "--out", str(out), "--trade-date", "2024-05-02"
+    )
+    assert code == 0
+    assert "compiled 1 instruments" in text
+    assert "kite=instruments.csv is stale: 1 of its 2 contracts expired" in err
+    code, text, _ = run(
+        capsys,
+        "compile",
+        f"kite={source}",
+        "--out",
+        str(out),
+        "--trade-date",
+        "2024-04-03",
+        "--json",
+    )
+    assert (code, json.loads(text)["report"]["expired"]) == (0, 0)
+
+
+def test_compile_refuses_a_source_that_shrank_against_the_snapshot_it_replaces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "instruments.csv"
+    source.write_text(KITE_HEADER + INFY_ROW + NIFTY_CALL_ROW)
+    out = tmp_path / "out.snap"
+    argv = ("compile", f"kite={source}", "--out", str(out), "--trade-date", "2024-04-03")
+    assert run(capsys, *argv)[0] == 0
+    before = out.read_bytes()
+    source.write_text(KITE_HEADER + INFY_ROW)
+    code, _, err = run(capsys, *argv)
+    assert code == 65
+    assert "broker kite: 1 instruments against 2 in the previous snapshot" in err
+    assert out.read_bytes() == before  # the last good snapshot is untouched
+    assert run(capsys, *argv, "--max-drop", "0.5")[0] == 0
+
+
+def test_validate_runs_the_gates_without_writing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "instruments.csv"
+    source.write_text(KITE_HEADER + INFY_ROW + NIFTY_CALL_ROW)
+    code, text, _ = run(capsys, "validate", str(source), "--trade-date", "2024-04-03", "--json")
+    assert code == 0
+    report = json.loads(text)
+    assert (report["instruments"], report["brokers"]) == (2, {"kite": 2})
+    assert list(tmp_path.iterdir()) == [source]
+    source.write_text(KITE_HEADER + INFY_ROW + INFY_ROW.replace("408065,1594", "408321,1595"))
+    code, _, err = run(capsys, "validate", str(source), "--trade-date", "2024-04-03")
+    assert code == 65
+    assert "NSE:INFY is listed twice" in err
+
+
+def test_a_trade_date_that_is_not_a_date_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "validate", "synthetic=10", "--trade-date", "03/04/2024")
+    assert code == 78
+    assert "--trade-date '03/04/2024' is not a date" in err
