@@ -139,11 +139,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given_or_env(value: str | None, variable: str, missing: str) -> str:
+    """An option's value, else the environment variable's, else a ConfigError."""
+    found = value or os.environ.get(variable)
+    if not found:
+        raise ConfigError(f"{missing} or set ${variable}")
+    return found
+
+
 def _dsn(args: argparse.Namespace) -> str:
-    dsn: str | None = args.dsn or os.environ.get(DSN_ENV)
-    if not dsn:
-        raise ConfigError(f"no database: pass --dsn DSN or set ${DSN_ENV}")
-    return dsn
+    return _given_or_env(args.dsn, DSN_ENV, "no database: pass --dsn DSN")
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
@@ -180,10 +185,7 @@ def cmd_db_ingest(args: argparse.Namespace) -> int:
 
 
 def _snapshot_arg(args: argparse.Namespace) -> str:
-    source: str | None = args.snapshot or os.environ.get(SNAPSHOT_ENV)
-    if not source:
-        raise ConfigError(f"no snapshot: pass --snapshot PATH_OR_NAME or set ${SNAPSHOT_ENV}")
-    return source
+    return _given_or_env(args.snapshot, SNAPSHOT_ENV, "no snapshot: pass --snapshot PATH_OR_NAME")
 
 
 def _lookup_each(
