@@ -1,4 +1,4 @@
-"""``python -m bench core [--size N] [--out DIR]``: run the core figures and write the results."""
+"""``python -m bench core|loaders [--size N] [--out DIR]``: run a suite and write its results."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import core, report
+from . import core, loaders, report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -16,26 +16,40 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("core", help="lookups, batches, compile, open and size, with peers")
-    run.add_argument(
-        "--size",
-        type=int,
-        default=core.FULL_SIZE,
-        help="instruments in the synthetic universe (default %(default)s)",
+    suites = {
+        "core": commands.add_parser(
+            "core", help="lookups, batches, compile, open and size, with peers"
+        ),
+        "loaders": commands.add_parser(
+            "loaders", help="rows/s of every loader, the whole source path, PostgreSQL"
+        ),
+    }
+    suites["loaders"].add_argument(
+        "--dsn", help="PostgreSQL server for a throwaway database (default $RESOLVERD_DSN)"
     )
-    run.add_argument(
-        "--out",
-        type=Path,
-        default=RESULTS,
-        help="where core-<N>.md and core-<N>.json go (default bench/results)",
-    )
+    for name, run in suites.items():
+        run.add_argument(
+            "--size",
+            type=int,
+            default=core.FULL_SIZE,
+            help="instruments in the synthetic universe (default %(default)s)",
+        )
+        run.add_argument(
+            "--out",
+            type=Path,
+            default=RESULTS,
+            help=f"where {name}-<N>.md and {name}-<N>.json go (default bench/results)",
+        )
     args = parser.parse_args(argv)
     if args.size < 1_000:
         parser.error("--size must be at least 1000 (one timed batch)")
 
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     start = time.perf_counter()
-    results = core.run(args.size)
+    if args.command == "core":
+        results = core.run(args.size)
+    else:
+        results = loaders.run(args.size, dsn=args.dsn)
     print()
     print(report.printed(results))
     md, js = report.write(results, args.out, command)

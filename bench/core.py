@@ -110,6 +110,8 @@ class Row:
 @dataclass
 class Results:
     size: int
+    suite: str = "core"
+    """Names the results files (``<suite>-<size>.md``) and the report's title."""
     rows: list[Row] = field(default_factory=list)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

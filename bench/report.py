@@ -14,7 +14,8 @@ from typing import Any
 
 from .core import CpuSample, Results, Row
 
-UNITS = {"ns": "ns", "us": "µs", "s": "s", "B": "B", "bits": "bits"}
+UNITS = {"ns": "ns", "us": "µs", "s": "s", "B": "B", "bits": "bits", "rows/s": "rows/s"}
+TITLES = {"core": "core benchmarks", "loaders": "loader benchmarks"}
 
 
 def machine() -> dict[str, Any]:
@@ -88,7 +89,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown(results: Results, info: dict[str, Any], command: str) -> str:
     lines = [
-        f"# resolverd core benchmarks, {results.size:,} instruments",
+        f"# resolverd {TITLES[results.suite]}, {results.size:,} instruments",
         "",
         f"`{command}` on {info['cpu']} (family/model/stepping "
         f"{info['cpu_family_model_stepping']}, {info['cores']} cores), Python {info['python']}, "
@@ -175,8 +176,8 @@ def write(results: Results, directory: Path, command: str) -> tuple[Path, Path]:
     info = machine()
     info["cpu_during_run"] = CpuSample.now().since(results.cpu_before)
     directory.mkdir(parents=True, exist_ok=True)
-    md = directory / f"core-{results.size}.md"
-    js = directory / f"core-{results.size}.json"
+    md = directory / f"{results.suite}-{results.size}.md"
+    js = directory / f"{results.suite}-{results.size}.json"
     md.write_text(markdown(results, info, command))
     js.write_text(as_json(results, info, command))
     return md, js
