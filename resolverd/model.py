@@ -32,7 +32,9 @@ TokenKind = Literal["int", "str"]
 EPOCH = dt.date(1970, 1, 1)
 
 
-class BrokerToken(msgspec.Struct, frozen=True, order=True):
+# gc=False: records hold only scalars, dates and a tuple of tokens, so they cannot form
+# cycles; leaving them out of the cycle collector makes building 1M of them about 3x cheaper.
+class BrokerToken(msgspec.Struct, frozen=True, order=True, gc=False):
     """One broker's token for one instrument, and the feed in which it is unique."""
 
     broker: str
@@ -40,7 +42,7 @@ class BrokerToken(msgspec.Struct, frozen=True, order=True):
     value: int | str
 
 
-class Instrument(msgspec.Struct, frozen=True):
+class Instrument(msgspec.Struct, frozen=True, gc=False):
     """One instrument: its canonical key, its metadata and its broker tokens."""
 
     key: str

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import ConfigError, SourceError, SourceMissingError
-from . import kite
+from . import fyers, kite
 from ._common import Loaded, SourceWarning
+from .fyers import load_fyers, parse_fyers, read_fyers
 from .kite import load_kite, parse_kite, read_kite
 
 __all__ = [
@@ -24,9 +25,12 @@ __all__ = [
     "Loaded",
     "SourceFormat",
     "SourceWarning",
+    "load_fyers",
     "load_kite",
     "load_source",
+    "parse_fyers",
     "parse_kite",
+    "read_fyers",
     "read_kite",
 ]
 
@@ -46,6 +50,7 @@ class SourceFormat(NamedTuple):
 
 FORMATS: dict[str, SourceFormat] = {
     "kite": SourceFormat(read_kite, lambda head: head.startswith(kite.HEADER_PREFIX)),
+    "fyers": SourceFormat(read_fyers, fyers.sniff),
 }
 
 

@@ -180,13 +180,17 @@ def header_indexes(
 
 def parse_uint(text: str, source: str, row: int, field: str, maximum: int = 2**64 - 1) -> int:
     """A non-negative integer written as plain ASCII digits, at most `maximum`."""
-    if text.isdigit() and text.isascii():
+    # The length test first: int() refuses digit strings over 4,300 characters with a plain
+    # ValueError, and no token has more than 20 digits.
+    if text.isdigit() and text.isascii() and len(text) <= 20:
         value = int(text)
         if value > maximum:
             fail(source, row, field, f"{text!r} is out of range 0..{maximum}")
         return value
     if not text:
         fail(source, row, field, "is empty")
+    if text.isdigit() and text.isascii():
+        fail(source, row, field, f"{text[:24]!r}... ({len(text):,} digits) is out of range")
     digits = text[1:]
     if text[:1] == "-" and digits.isdigit() and digits.isascii():
         fail(source, row, field, f"{text!r} is negative")

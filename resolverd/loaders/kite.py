@@ -147,13 +147,13 @@ def parse_kite_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, In
             exchange,
         ) = pick(fields)
 
-        if token_s.isdigit() and token_s.isascii():
+        if token_s.isdigit() and token_s.isascii() and len(token_s) <= 20:
             token = int(token_s)
             if token > _U32_MAX:
                 _fail(source, row, "instrument_token", f"{token_s!r} is out of range 0..{_U32_MAX}")
         else:
             _bad_uint(token_s, source, row, "instrument_token")
-        if xtoken_s.isdigit() and xtoken_s.isascii():
+        if xtoken_s.isdigit() and xtoken_s.isascii() and len(xtoken_s) <= 20:
             xtoken = int(xtoken_s)
         else:
             _bad_uint(xtoken_s, source, row, "exchange_token")
@@ -181,7 +181,7 @@ def parse_kite_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, In
         tick = floats.get(tick_s)
         if tick is None:
             tick = floats[tick_s] = _number(tick_s, source, row, "tick_size")
-        if lot_s.isdigit() and lot_s.isascii():
+        if lot_s.isdigit() and lot_s.isascii() and len(lot_s) <= 20:
             lot = int(lot_s)
             if lot > _U32_MAX:
                 _fail(source, row, "lot_size", f"{lot_s!r} is out of range 0..{_U32_MAX}")

@@ -122,6 +122,7 @@ def test_bom_is_dropped() -> None:
         ("1.5", "'1.5' is not an integer"),
         ("١٢", "is not an integer"),  # Arabic-Indic digits pass isdigit(), not isascii()
         ("18446744073709551616", "is out of range"),
+        ("9" * 5000, "5,000 digits"),  # beyond int()'s own limit on digit strings
     ],
 )
 def test_parse_uint_refuses_with_a_reason(text: str, detail: str) -> None:
