@@ -8,10 +8,10 @@ import msgspec
 import numpy as np
 import pytest
 
+from resolverd.compiler import compile_snapshot
 from resolverd.errors import RegistryError, SourceError
 from resolverd.join import join
 from resolverd.loaders import Loaded
-from resolverd.compiler import compile_snapshot
 from resolverd.model import BrokerToken, Registry
 from resolverd.shm_layout import read_header
 from resolverd.synthetic import generate_universe
