@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import ConfigError, SourceError, SourceMissingError
-from . import dhan, fyers, kite
+from . import angel, dhan, fyers, kite
 from ._common import Loaded, SourceWarning
+from .angel import load_angel, read_angel
 from .dhan import load_dhan, read_dhan
 from .fyers import load_fyers, parse_fyers, read_fyers
 from .kite import load_kite, parse_kite, read_kite
@@ -26,12 +27,14 @@ __all__ = [
     "Loaded",
     "SourceFormat",
     "SourceWarning",
+    "load_angel",
     "load_dhan",
     "load_fyers",
     "load_kite",
     "load_source",
     "parse_fyers",
     "parse_kite",
+    "read_angel",
     "read_dhan",
     "read_fyers",
     "read_kite",
@@ -55,6 +58,7 @@ FORMATS: dict[str, SourceFormat] = {
     "kite": SourceFormat(read_kite, lambda head: head.startswith(kite.HEADER_PREFIX)),
     "fyers": SourceFormat(read_fyers, fyers.sniff),
     "dhan": SourceFormat(read_dhan, dhan.sniff),
+    "angel": SourceFormat(read_angel, angel.sniff),
 }
 
 

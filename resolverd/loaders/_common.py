@@ -49,6 +49,7 @@ __all__ = [
     "parse_number",
     "parse_uint",
     "read_source",
+    "shown",
     "strip_eq",
 ]
 
@@ -100,6 +101,13 @@ class Loaded:
 
 def fail(source: str, row: int | None, field: str | None, detail: str) -> NoReturn:
     raise SourceError(source, detail, row=row, field=field)
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """`text` quoted for a message, cut short if long: a bad field can be megabytes."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
 # -- bytes and text ----------------------------------------------------------------------------
@@ -190,11 +198,11 @@ def parse_uint(text: str, source: str, row: int, field: str, maximum: int = 2**6
     if not text:
         fail(source, row, field, "is empty")
     if text.isdigit() and text.isascii():
-        fail(source, row, field, f"{text[:24]!r}... ({len(text):,} digits) is out of range")
+        fail(source, row, field, f"{shown(text, 24)} is out of range")
     digits = text[1:]
     if text[:1] == "-" and digits.isdigit() and digits.isascii():
-        fail(source, row, field, f"{text!r} is negative")
-    fail(source, row, field, f"{text!r} is not an integer")
+        fail(source, row, field, f"{shown(text)} is negative")
+    fail(source, row, field, f"{shown(text)} is not an integer")
 
 
 def parse_number(text: str, source: str, row: int, field: str, *, scale: float = 1.0) -> float:
@@ -205,7 +213,7 @@ def parse_number(text: str, source: str, row: int, field: str, *, scale: float =
     if not _NUMBER.fullmatch(text):
         if not text:
             fail(source, row, field, "is empty")
-        fail(source, row, field, f"{text!r} is not a plain decimal number")
+        fail(source, row, field, f"{shown(text)} is not a plain decimal number")
     value = float(text)
     if not math.isfinite(value):
         fail(source, row, field, f"{text!r} is not a finite number")

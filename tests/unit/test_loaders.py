@@ -122,7 +122,7 @@ def test_bom_is_dropped() -> None:
         ("1.5", "'1.5' is not an integer"),
         ("١٢", "is not an integer"),  # Arabic-Indic digits pass isdigit(), not isascii()
         ("18446744073709551616", "is out of range"),
-        ("9" * 5000, "5,000 digits"),  # beyond int()'s own limit on digit strings
+        ("9" * 5000, "5,000 characters"),  # beyond int()'s own limit on digit strings
     ],
 )
 def test_parse_uint_refuses_with_a_reason(text: str, detail: str) -> None:
@@ -173,3 +173,10 @@ def test_kite_vocabulary_helpers() -> None:
     assert kite_segment("NSE", "EQ") == "NSE"
     assert strip_eq("SBIN-EQ") == "SBIN"
     assert strip_eq("IDEA-BE") == "IDEA-BE"
+
+
+def test_a_huge_bad_field_is_shown_cut_short() -> None:
+    with pytest.raises(SourceError) as caught:
+        parse_number("x" * 10_000_000, SOURCE, 2, "strike")
+    assert len(str(caught.value)) < 200
+    assert "10,000,000 characters" in str(caught.value)
