@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import ConfigError, SourceError, SourceMissingError
-from . import angel, dhan, fyers, kite
+from . import angel, dhan, fyers, kite, upstox
 from ._common import Loaded, SourceWarning
 from .angel import load_angel, read_angel
 from .dhan import load_dhan, read_dhan
 from .fyers import load_fyers, parse_fyers, read_fyers
 from .kite import load_kite, parse_kite, read_kite
+from .upstox import load_upstox, read_upstox
 
 __all__ = [
     "FORMATS",
@@ -32,12 +33,14 @@ __all__ = [
     "load_fyers",
     "load_kite",
     "load_source",
+    "load_upstox",
     "parse_fyers",
     "parse_kite",
     "read_angel",
     "read_dhan",
     "read_fyers",
     "read_kite",
+    "read_upstox",
 ]
 
 # Enough for any header line or the first JSON object; a head longer than this is not one we know.
@@ -59,6 +62,7 @@ FORMATS: dict[str, SourceFormat] = {
     "fyers": SourceFormat(read_fyers, fyers.sniff),
     "dhan": SourceFormat(read_dhan, dhan.sniff),
     "angel": SourceFormat(read_angel, angel.sniff),
+    "upstox": SourceFormat(read_upstox, upstox.sniff),
 }
 
 
