@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
@@ -32,8 +33,7 @@ from .model import Instrument
 __all__ = ["Joined", "Origin", "join"]
 
 
-@dataclass(frozen=True, order=True)
-class Origin:
+class Origin(NamedTuple):
     """Where a record came from: a source label and its row there."""
 
     source: str
@@ -88,50 +88,49 @@ def _merge(
     later: Instrument,
     origin: Origin,
 ) -> Instrument:
+    # The common case, a clean merge, runs on every joined row: checks first, text only on
+    # the way to an error or a warning.
     namer = first_origins[0]
-    contract = f"{first.exchange} {first.segment} exchange token {first.exchange_token}"
-    same_source = next((o for o in first_origins if o.source == origin.source), None)
-    if same_source is not None:
-        raise SourceError(
-            origin.source,
-            f"{contract} is listed twice in this source: as {first.key} at row"
-            f" {same_source.row} and as {later.key} here; two keys cannot claim one contract",
-            row=origin.row,
-            field="exchange_token",
-        )
-    for field, mine, theirs in (
-        ("lot_size", later.lot_size, first.lot_size),
-        ("expiry", later.expiry, first.expiry),
-    ):
-        if mine != theirs:
+    for seen in first_origins:
+        if seen.source == origin.source:
             raise SourceError(
                 origin.source,
-                f"{contract} ({later.key}) has {field} {mine} here but {theirs} in {namer}"
-                f" ({first.key}); the sources disagree on the contract",
-                row=origin.row,
-                field=field,
-            )
-    brokers = {t.broker for t in first.tokens}
-    for token in later.tokens:
-        if token.broker in brokers:
-            raise SourceError(
-                origin.source,
-                f"{contract} already has a {token.broker} token from"
-                f" {', '.join(map(str, first_origins))}",
+                f"{_contract(first)} is listed twice in this source: as {first.key} at row"
+                f" {seen.row} and as {later.key} here; two keys cannot claim one contract",
                 row=origin.row,
                 field="exchange_token",
             )
+    if later.lot_size != first.lot_size or later.expiry != first.expiry:
+        field = "lot_size" if later.lot_size != first.lot_size else "expiry"
+        raise SourceError(
+            origin.source,
+            f"{_contract(first)} ({later.key}) has {field} {getattr(later, field)} here but"
+            f" {getattr(first, field)} in {namer} ({first.key}); the sources disagree on the"
+            " contract",
+            row=origin.row,
+            field=field,
+        )
+    for token in later.tokens:
+        for held in first.tokens:
+            if held.broker == token.broker:
+                raise SourceError(
+                    origin.source,
+                    f"{_contract(first)} already has a {token.broker} token from"
+                    f" {', '.join(map(str, first_origins))}",
+                    row=origin.row,
+                    field="exchange_token",
+                )
     if later.key != first.key:
         joined.renamed += 1
         joined.warnings.append(
             SourceWarning(
                 origin.source,
-                f"renamed: calls {contract} {later.key}; kept {first.key} from {namer}",
+                f"renamed: calls {_contract(first)} {later.key}; kept {first.key} from {namer}",
                 origin.row,
                 "key",
             )
         )
-    if later.tick_size and first.tick_size and later.tick_size != first.tick_size:
+    if later.tick_size != first.tick_size and later.tick_size and first.tick_size:
         joined.warnings.append(
             SourceWarning(
                 origin.source,
@@ -147,4 +146,10 @@ def _merge(
         isin=first.isin or later.isin,
         tick_size=first.tick_size or later.tick_size,
         tokens=first.tokens + later.tokens,
+    )
+
+
+def _contract(instrument: Instrument) -> str:
+    return (
+        f"{instrument.exchange} {instrument.segment} exchange token {instrument.exchange_token}"
     )
