@@ -9,6 +9,7 @@ one place that turns an exception into an exit code.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import sys
@@ -177,10 +178,16 @@ def cmd_db_ingest(args: argparse.Namespace) -> int:
     brokers = {t.broker for i in instruments for t in i.tokens}
     result = ingest(dsn, instruments, brokers, source=", ".join(report.sources))
     if args.json:
-        _print_json({"report": report.to_dict(), "ingest": msgspec.to_builtins(result)})
+        _print_json({"report": report.to_dict(), "ingest": dataclasses.asdict(result)})
     else:
         _print_report(report)
-        print(f"ingested into {redact_dsn(dsn)}: {result}")
+        for warning in result.warnings:
+            print(f"  {warning}", file=sys.stderr)
+        print(
+            f"ingested into {redact_dsn(dsn)} in {result.seconds:.2f} s: {result.inserted:,}"
+            f" instruments added, {result.updated:,} changed, {result.removed:,} removed;"
+            f" {result.tokens:,} tokens; {result.renamed:,} kept their registry key"
+        )
     return 0
 
 

@@ -150,6 +150,4 @@ def _merge(
 
 
 def _contract(instrument: Instrument) -> str:
-    return (
-        f"{instrument.exchange} {instrument.segment} exchange token {instrument.exchange_token}"
-    )
+    return f"{instrument.exchange} {instrument.segment} exchange token {instrument.exchange_token}"

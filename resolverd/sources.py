@@ -9,19 +9,19 @@ A spec is ``FORMAT=PATH``, a bare path (format told from its content), a Postgre
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ._gc import cycle_collector_paused
 from .errors import ConfigError
 from .join import join
 from .loaders import Loaded, load_source
+from .loaders.postgres import is_dsn, load_registry  # psycopg is imported only on a load
 from .model import Registry
 from .validate import DEFAULT_MAX_DROP, Report, check, check_fall, drop_expired_columns
 
-__all__ = ["INDIA", "build_registry", "is_dsn", "load_sources", "previous_counts", "today_in_india"]
+__all__ = ["INDIA", "build_registry", "load_sources", "previous_counts", "today_in_india"]
 
 # The exchanges' time zone; India has kept UTC+05:30 without daylight saving since 1945.
 INDIA = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
@@ -32,17 +32,6 @@ def today_in_india() -> dt.date:
     return dt.datetime.now(INDIA).date()
 
 
-def is_dsn(spec: str) -> bool:
-    """Whether a source spec names a PostgreSQL registry rather than a file."""
-    if spec.startswith(("postgresql://", "postgres://")):
-        return True
-    return (
-        "=" in spec
-        and not Path(spec).exists()
-        and any(part.startswith(("dbname=", "host=", "service=")) for part in spec.split())
-    )
-
-
 def load_sources(specs: Sequence[str]) -> list[Loaded]:
     """Every spec's records, each source as `Loaded` (a DSN's registry read as records)."""
     loaded = []
@@ -51,7 +40,6 @@ def load_sources(specs: Sequence[str]) -> list[Loaded]:
             raise ConfigError("synthetic=N is a whole universe and cannot be mixed with sources")
         if is_dsn(spec):
             from .db import redact_dsn
-            from .loaders.postgres import load_registry
 
             label = f"postgres={redact_dsn(spec)}"
             registry = load_registry(spec, source=label)
@@ -85,7 +73,6 @@ def build_registry(
     if len(specs) == 1 and is_dsn(specs[0]):
         # A registry already joined and held to the gates by its constraints, read in columns.
         from .db import redact_dsn
-        from .loaders.postgres import load_registry
 
         label = f"postgres={redact_dsn(specs[0])}"
         registry = load_registry(specs[0], trade_date=trade_date, source=label)
@@ -93,23 +80,10 @@ def build_registry(
         registry = drop_expired_columns(registry, label, report)
         check_fall(report, previous, max_drop)
         return registry, report
-    with _cycle_collector_paused():
+    with cycle_collector_paused():
         joined = join(load_sources(specs))
         kept, report = check(joined, trade_date=trade_date, previous=previous, max_drop=max_drop)
         return Registry.from_instruments(kept, trade_date=trade_date), report
-
-
-@contextmanager
-def _cycle_collector_paused() -> Iterator[None]:
-    """Millions of small acyclic objects (records, their origins) would make the cycle
-    collector rescan a growing heap again and again: about half of a 1M-row load's time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _synthetic(

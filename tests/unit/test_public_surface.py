@@ -25,7 +25,15 @@ PUBLIC = {
     "compile_snapshot",
 }
 
-HEAVY = ["zmq", "uvloop", "psycopg", "resolverd.daemon", "resolverd.loaders", "resolverd.cli"]
+HEAVY = [
+    "zmq",
+    "uvloop",
+    "psycopg",
+    "resolverd.daemon",
+    "resolverd.db",
+    "resolverd.loaders",
+    "resolverd.cli",
+]
 
 
 def test_the_public_names_are_exactly_the_agreed_ones() -> None:
