@@ -16,6 +16,16 @@ from .core import CpuSample, Results, Row
 
 UNITS = {"ns": "ns", "us": "µs", "s": "s", "B": "B", "bits": "bits", "rows/s": "rows/s"}
 TITLES = {"core": "core benchmarks", "loaders": "loader benchmarks"}
+METHODS = {
+    "core": "Per-call figures are medians (p99 in brackets) of batches of 1,000 calls timed with "
+    "`time.perf_counter_ns`; batch calls are timed whole. Peers ran in the same process "
+    "and run, on the same data and query order. Speed is measured here, never asserted "
+    "in tests; every figure's answers were checked before it was timed.",
+    "loaders": "Each figure is the wall-clock time of whole calls (the median of several where a "
+    "call is short), turned into rows per second; every synthetic master is written from the "
+    "same universe by `bench/masters`, and the records each call returned were counted before "
+    "its time was kept. The PostgreSQL figures use a throwaway database on the local server.",
+}
 
 
 def machine() -> dict[str, Any]:
@@ -99,10 +109,7 @@ def markdown(results: Results, info: dict[str, Any], command: str) -> str:
         f"{_shares(info['cpu_during_run'])} (other work on the machine inflates figures, "
         "p99s first).",
         "",
-        "Per-call figures are medians (p99 in brackets) of batches of 1,000 calls timed with "
-        "`time.perf_counter_ns`; batch calls are timed whole. Peers ran in the same process "
-        "and run, on the same data and query order. Speed is measured here, never asserted "
-        "in tests; every figure's answers were checked before it was timed.",
+        METHODS[results.suite],
         "",
     ]
     lines += _table(

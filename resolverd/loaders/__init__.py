@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from .._gc import cycle_collector_paused
 from ..errors import ConfigError, SourceError, SourceMissingError
 from . import angel, dhan, fyers, kite, upstox
 from ._common import Loaded, SourceWarning
@@ -88,7 +89,8 @@ def load_source(spec: str) -> Loaded:
         path = Path(spec)
         name = _detect(path, spec)
     label = f"{name}={path.name}"
-    return FORMATS[name].read(path, label)
+    with cycle_collector_paused():
+        return FORMATS[name].read(path, label)
 
 
 def _detect(path: Path, spec: str) -> str:

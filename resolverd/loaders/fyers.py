@@ -51,8 +51,9 @@ Instrument types (field 3), per segment, and what becomes of them:
 
 - Capital market: 0 EQ, 1 PREFSHARES, 3 WARRANTS, 4 MISC (InvITs on NSE), 8 MF, 9 ETF and
   50 MISC (BSE) trade like shares and load as ``EQ``; 10 INDEX loads as an index (segment
-  ``INDICES``, type ``EQ``). 2 DEBENTURES, 5 SGB (and state loans), 6 G-Secs and 7 T-Bills are
-  debt, which resolverd does not model: skipped.
+  ``INDICES``, type ``EQ``). 2 DEBENTURES, 5 SGB (and state loans), 6 G-Secs and 7 T-Bills
+  trade in the cash segment too and load as ``EQ`` with their series in the key
+  (``NSE:656MH32-SG``), as Kite lists its cash-segment bonds.
 - Equity derivatives: 11 FUTIDX, 12 FUTIVX, 13 FUTSTK load as ``FUT``; 14 OPTIDX, 15 OPTSTK as
   options.
 - Currency derivatives: 16 FUTCUR, 17 FUTIRT, 18 FUTIRC, 25 FUTIRD load as ``FUT``; 19 OPTCUR as
@@ -210,12 +211,12 @@ _TYPES: dict[str, dict[str, tuple[str, str | None]]] = {
     "10": {
         "0": ("EQ", _EQ),
         "1": ("PREFSHARES", _EQ),
-        "2": ("DEBENTURES", None),
+        "2": ("DEBENTURES", _EQ),
         "3": ("WARRANTS", _EQ),
         "4": ("MISC", _EQ),
-        "5": ("SGB", None),
-        "6": ("G-Secs", None),
-        "7": ("T-Bills", None),
+        "5": ("SGB", _EQ),
+        "6": ("G-Secs", _EQ),
+        "7": ("T-Bills", _EQ),
         "8": ("MF", _EQ),
         "9": ("ETF", _EQ),
         "10": ("INDEX", _INDEX),

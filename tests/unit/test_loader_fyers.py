@@ -38,7 +38,7 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fyers" / "symbol_m
 SOURCE = "fyers=symbol_masters.csv"
 TEXT = FIXTURE.read_text(encoding="utf-8")
 LINES = TEXT.splitlines()
-SKIPPED_ROWS = [7, 8, 27]
+SKIPPED_ROWS = [27]  # a currency reference row (UNDCUR), not a contract
 # Fixture rows by what they hold (numbered as in the file).
 RELIANCE, SHYAMCENT, NIFTYBEES, NIFTY50, SDL = 1, 3, 4, 5, 7
 BSE_RELIANCE, BSE_3I = 9, 11
@@ -159,9 +159,7 @@ def test_fixture_loads_every_modelled_row_and_warns_once_per_skipped_row() -> No
     assert [(w.row, w.field) for w in loaded.warnings] == [
         (row, "Exchange instrument type") for row in SKIPPED_ROWS
     ]
-    assert "type 5 (SGB) is not cash equity" in loaded.warnings[0].detail
-    assert "type 7 (T-Bills)" in loaded.warnings[1].detail
-    assert "type 20 (UNDCUR)" in loaded.warnings[2].detail
+    assert "type 20 (UNDCUR) is not cash equity" in loaded.warnings[0].detail
 
 
 def test_fixture_rows_map_field_by_field(fixture: list[Instrument]) -> None:
@@ -193,7 +191,7 @@ def test_fixture_rows_map_field_by_field(fixture: list[Instrument]) -> None:
 
 def test_fixture_counts_per_exchange_and_segment(fixture: list[Instrument]) -> None:
     assert Counter((r.exchange, r.segment) for r in fixture) == {
-        ("NSE", "NSE"): 4,
+        ("NSE", "NSE"): 6,
         ("NSE", "INDICES"): 2,
         ("BSE", "BSE"): 3,
         ("BSE", "INDICES"): 1,
@@ -278,12 +276,13 @@ def real(fyers_file: Path) -> list[Instrument]:
     return load_fyers(fyers_file)
 
 
-def test_real_file_loads_every_row_or_skips_it_as_debt(fyers_file: Path) -> None:
+def test_real_file_loads_every_row_debt_included(fyers_file: Path) -> None:
     loaded = read_fyers(fyers_file)
-    assert (len(loaded), len(loaded.warnings)) == (2874, 3895)
-    assert sorted(loaded.rows + [w.row for w in loaded.warnings if w.row]) == list(range(1, 6770))
-    skipped = Counter(w.detail.split("(")[1].split(")")[0] for w in loaded.warnings)
-    assert skipped == {"SGB": 2818, "DEBENTURES": 813, "G-Secs": 176, "T-Bills": 88}
+    assert (len(loaded), loaded.warnings) == (6769, [])
+    assert loaded.rows == list(range(1, 6770))
+    assert len({r.key for r in loaded.instruments}) == 6769
+    bonds = Counter(r.key.rpartition("-")[2] for r in loaded.instruments if "-" in r.key)
+    assert bonds["SG"] > 0 and bonds["TB"] > 0  # state loans and T-bills, series kept
 
 
 def test_real_file_reliance_carries_its_exchange_token_and_fytoken(
@@ -300,7 +299,7 @@ def test_real_file_reliance_carries_its_exchange_token_and_fytoken(
 
 
 def test_real_file_counts_cash_and_indices(real: list[Instrument]) -> None:
-    assert Counter(r.segment for r in real) == {"NSE": 2799, "INDICES": 75}
+    assert Counter(r.segment for r in real) == {"NSE": 6694, "INDICES": 75}
     assert {r.instrument_type for r in real} == {"EQ"}
     assert all(r.expiry is None and r.strike == 0.0 for r in real)
 
@@ -351,7 +350,7 @@ def test_parser_needs_no_file_and_takes_text_or_lines() -> None:
 
 def test_row_numbers_count_skipped_and_blank_rows() -> None:
     text = text_of(LINES[RELIANCE - 1], "", LINES[SDL - 1], LINES[NIFTY_CALL - 1])
-    assert [row for row, _ in parse_fyers_rows(text, SOURCE)] == [1, 4]
+    assert [row for row, _ in parse_fyers_rows(text, SOURCE)] == [1, 3, 4]
 
 
 def test_skipped_rows_reach_warn_and_are_not_yielded() -> None:
@@ -359,7 +358,7 @@ def test_skipped_rows_reach_warn_and_are_not_yielded() -> None:
     records = list(
         parse_fyers(TEXT, SOURCE, lambda detail, row, field: calls.append((detail, row, field)))
     )
-    assert len(records) == 27
+    assert len(records) == 29
     assert [row for _, row, _ in calls] == SKIPPED_ROWS
     assert {field for _, _, field in calls} == {"Exchange instrument type"}
 
