@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS instrument_registry.schema_version (
 INSERT INTO instrument_registry.schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
 
 CREATE TABLE IF NOT EXISTS instrument_registry.instrument_keys (
-    instrument_key text NOT NULL,
+    -- Byte order (COLLATE "C"): the loader reads keys in this order straight off the primary
+    -- key's index, with no sort, and byte comparisons keep ingests cheaper than a locale's.
+    instrument_key text COLLATE "C" NOT NULL,
     exchange text NOT NULL,
     segment text NOT NULL,
     instrument_type text NOT NULL,
@@ -89,7 +91,7 @@ COMMENT ON TABLE instrument_registry.broker_feeds IS
     'The namespaces tokens are unique in: Kite is one feed, Angel One one per exchange segment.';
 
 CREATE TABLE IF NOT EXISTS instrument_registry.broker_instrument_tokens (
-    instrument_key text NOT NULL,
+    instrument_key text COLLATE "C" NOT NULL,
     broker text NOT NULL,
     feed text NOT NULL,
     token_kind text NOT NULL,
