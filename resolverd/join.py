@@ -134,8 +134,8 @@ def _merge(
         joined.warnings.append(
             SourceWarning(
                 origin.source,
-                f"{first.key}: tick size {later.tick_size} here, {first.tick_size} in {namer};"
-                f" kept {first.tick_size}",
+                f"tick size: {first.key} has {later.tick_size} here, {first.tick_size} in"
+                f" {namer}; kept {first.tick_size}",
                 origin.row,
                 "tick_size",
             )
