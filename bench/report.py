@@ -144,7 +144,7 @@ def as_json(results: Results, info: dict[str, Any], command: str) -> str:
     document = {
         "size": results.size,
         "command": command,
-        "argv": sys.argv,
+        "argv": sys.argv[1:],  # not argv[0], a path of the machine that ran it
         "machine": info,
         "load_average_before": results.load_before,
         "rows": rows,
