@@ -7,9 +7,10 @@ feed less its ``angel:`` prefix, ``token`` the token's value. What it writes for
 fills from data this writer does not have:
 
 - ``symbol``: the key's symbol as it is, so that the key reads back unchanged; on NSE cash an
-  ``-EQ`` is added unless the symbol already ends in a share series (``-BE``, ``-SM``...), as
-  Angel writes NSE cash symbols. Derivatives keep the key's (Kite-style) symbol rather than
-  Angel's own ``NIFTY25APR2422500CE``; the loader reads only the CE/PE at its end.
+  ``-EQ`` is added unless the symbol already ends in a series tag (``-BE``, ``-SM``, ``-SG``: a dash
+  and two letters or digits), as Angel writes NSE cash symbols. Derivatives keep the key's
+  (Kite-style) symbol rather than Angel's own ``NIFTY25APR2422500CE``; the loader reads only the
+  CE/PE at its end.
 - ``instrumenttype``: empty on cash, ``AMXIDX`` on an index; ``FUTIDX``/``OPTIDX`` on NFO and
   BFO when the underlying is not a cash symbol among the same instruments, ``FUTSTK``/``OPTSTK``
   when it is; ``FUTCUR``/``OPTCUR`` on CDS and BCD, ``FUTCOM``/``OPTFUT`` on MCX and NCO.
@@ -23,18 +24,19 @@ benchmarks of the gzip path.
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
 
-from resolverd.loaders.angel import EQUITY_SERIES
 from resolverd.model import Instrument
 
 __all__ = ["write_angel"]
 
 _CURRENCY = frozenset({"CDS", "BCD"})
 _COMMODITY = frozenset({"MCX", "NCO"})
+_SERIES = re.compile(r"-[A-Z0-9]{2}$")  # NSE's series tags are two characters: -BE, -SM, -N1
 
 
 class _Row(msgspec.Struct, gc=False):
@@ -75,7 +77,7 @@ def write_angel(instruments: Iterable[Instrument], path: Path) -> int:
                 strike = f"{instrument.strike * scale:.6f}"
         else:
             kind, strike = "", "-1.000000"
-            if seg == "NSE" and not (symbol[-3:-2] == "-" and symbol[-2:] in EQUITY_SERIES):
+            if seg == "NSE" and not _SERIES.search(symbol):
                 symbol += "-EQ"
         rows.append(
             _Row(

@@ -9,7 +9,8 @@ which must start with the segment of the instrument's exchange (``NSE_FO|`` for 
 ``strike_price`` (rupees) follow from the record. What it writes for the rest:
 
 - ``trading_symbol``: the key's symbol, so that a round trip keeps the key. For NSE cash a Kite
-  series tag (``-BE``, ``-SM``...) moves to ``instrument_type``, as Upstox keeps it; NSE cash
+  series tag (``-BE``, ``-SM``, ``-GB``: a dash and two letters or digits) moves to
+  ``instrument_type``, as Upstox keeps it; NSE cash
   without one is series ``EQ``, and BSE cash is group ``A``. Derivatives keep Kite's symbol
   (``NIFTY24APR22500CE``), not Upstox's ``NIFTY 22500 CE 25 APR 24``.
 - ``name`` and ``underlying_symbol`` of a derivative: the record's name (its underlying);
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ _SEGMENTS = {
     "MCX": ("MCX_FO", "", "MCX"),
     "NCO": ("NSE_COM", "", "NSE"),
 }
-_NSE_SERIES = ("BE", "BZ", "SM", "ST", "SZ")
+_NSE_SERIES = re.compile(r"[A-Z0-9]{2}")  # NSE's series tags: BE, SM, N1, GB...
 _LAST_SECOND_IN_INDIA = 86_399 - 19_800  # 23:59:59 IST, in seconds after 00:00 UTC
 _BATCH = 10_000
 
@@ -96,7 +98,7 @@ def _object(r: Instrument, token: str) -> dict[str, Any]:
     if r.instrument_type == "EQ":
         itype = "A" if r.exchange == "BSE" else "EQ"
         head, _, series = symbol.rpartition("-")
-        if r.exchange == "NSE" and series in _NSE_SERIES:
+        if r.exchange == "NSE" and head and series != "EQ" and _NSE_SERIES.fullmatch(series):
             symbol, itype = head, series
         return {
             "segment": segment,

@@ -42,11 +42,16 @@ Mapping, one object to one `Instrument` in `_common`'s (Kite's) vocabulary:
 
 - ``exchange`` is ``exch_seg`` (NSE, BSE, NFO, BFO, CDS, BCD, MCX and NCO mean what Kite means).
 - ``segment`` and ``instrument_type``: an ``AMXIDX`` row is an index (``INDICES``, ``EQ``); an
-  empty ``instrumenttype`` on NSE or BSE is cash (``NSE``/``BSE``, ``EQ``); ``FUT...`` is ``FUT``
+  empty ``instrumenttype`` on NSE or BSE is cash (``NSE``/``BSE``, ``EQ``) whatever the security:
+  shares in any series, ETFs, REITs and InvITs, warrants, preference shares, and the debt that
+  trades in the cash segment (bonds and debentures, gold bonds, state loans, G-Secs, T-bills),
+  because users resolve tokens for those too, as Kite lists them; ``FUT...`` is ``FUT``
   and ``OPT...`` is ``CE`` or ``PE`` from the symbol's last two letters, in ``<EXCHANGE>-FUT`` or
   ``<EXCHANGE>-OPT``. The ``IDX``/``STK``/``CUR``/``COM`` tail is not needed and not kept.
 - ``key`` is ``EXCHANGE:SYMBOL`` with a trailing ``-EQ`` dropped (`_common.strip_eq`):
-  ``NSE:RELIANCE``, ``NSE:STALLION-BE``, ``BSE:RELIANCE``, ``NSE:Nifty 50``,
+  ``NSE:RELIANCE``, ``NSE:STALLION-BE``, ``NSE:782GJ32-SG`` (an NSE symbol keeps any other
+  series, as Kite's does, which also keeps a bond apart from a share of the same name),
+  ``BSE:RELIANCE``, ``NSE:Nifty 50``,
   ``NFO:NIFTY25APR2422500CE``. The symbol is kept as Angel writes it, so derivative keys are
   Angel's (``NIFTY25APR2422500CE``, not Kite's ``NIFTY24APR22500CE``) and index keys keep
   Angel's display names: instruments join across brokers on the exchange token, not the key.
@@ -56,17 +61,13 @@ Mapping, one object to one `Instrument` in `_common`'s (Kite's) vocabulary:
   token)``: Angel's tokens repeat across segments (NSE and BSE both have a 2885), so each
   segment is its own feed.
 
-Skipped, each with a warning on `Loaded` (counted, not fatal), and not otherwise checked:
+Skipped, each with a warning on `Loaded` (counted, not fatal), and not otherwise checked: the
+rows that are not tradable contracts, or are on an exchange we do not model.
 
 - ``exch_seg`` NCDEX, which has no Kite exchange to map to, and any segment not named above.
-- NSE cash rows whose series, the symbol's two letters after the last ``-``, is not a share or
-  a unit traded like one: kept are `EQUITY_SERIES` (equity ``EQ``/``BE``/``BZ``/``BL``, SME
-  ``SM``/``ST``/``SZ``, InvIT ``IV``/``ID``, REIT ``RR``/``RT``, closed-end fund ``MF``/``ME``);
-  bonds (``N1``, ``YL``...), gold bonds (``GB``), government securities (``GS``, ``SG``, ``TB``),
-  warrants, preference and partly paid shares are not. BSE symbols carry no series, so every
-  BSE cash row is read as equity.
-- every other ``instrumenttype``, and an empty one on a derivatives segment (spot commodities,
-  currency underlyings).
+- every other ``instrumenttype`` (``COMDTY`` spot commodities, ``UNDCUR``/``UNDIRC``
+  currency and interest-rate underlyings: reference rows, not contracts), and an empty one on a
+  derivatives segment.
 
 Refused with a `SourceError` naming the source, the row and the key: input that is empty, not
 UTF-8 or not JSON (a syntax error gives its line and column; a file cut off gives the element it
@@ -108,7 +109,6 @@ from ._common import (
 )
 
 __all__ = [
-    "EQUITY_SERIES",
     "EXCHANGES",
     "FIELDS",
     "Warn",
@@ -120,11 +120,6 @@ __all__ = [
 
 # exch_seg -> Kite exchange: the segments whose instruments we model.
 EXCHANGES: Final = {seg: seg for seg in ("NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCO")}
-
-# NSE series (NSE's "legend of series") of shares and of units that trade like shares.
-EQUITY_SERIES: Final = frozenset(
-    {"EQ", "BE", "BZ", "BL", "SM", "ST", "SZ", "IV", "ID", "RR", "RT", "MF", "ME"}
-)
 
 Warn = Callable[[str, int, str | None], None]
 """Told of each skipped row: (detail, row, field), the signature of `Loaded.warn`."""
@@ -220,12 +215,6 @@ def parse_angel_rows(
         if not symbol:
             fail(source, row, "symbol", "is empty")
         if kind == _CASH:
-            if exchange == "NSE":
-                series = symbol[-2:] if symbol[-3:-2] == "-" else ""
-                if series not in EQUITY_SERIES:
-                    if warn is not None:
-                        warn(_series_skip(symbol, series), row, "symbol")
-                    continue
             key = f"{exchange}:{strip_eq(symbol)}"
         else:
             key = f"{exchange}:{symbol}"
@@ -338,18 +327,12 @@ def _plan(seg: str, itype: str, source: str, row: int) -> _Plan:
     return (
         _SKIP,
         "",
-        f"skipped instrument type: {what} on {seg} is not cash equity, an index, a future"
-        " or an option",
+        f"skipped instrument type: {what} on {seg} is not a cash security, an index, a"
+        " future or an option",
         "instrumenttype",
         1.0,
         "",
     )
-
-
-def _series_skip(symbol: str, series: str) -> str:
-    if not series:
-        return f"skipped series: NSE symbol {_shown(symbol)} names no series"
-    return f"skipped series: {_shown(symbol)} is in NSE series {series!r}, which is not shares"
 
 
 # -- fields --------------------------------------------------------------------------------------

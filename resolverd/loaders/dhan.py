@@ -18,7 +18,8 @@ instruments), one row per tradable instrument and a header row:
 The layout is told by the header (``SEM_SMST_SECURITY_ID`` or ``SECURITY_ID``); columns are
 found by name, extra columns are ignored, and every row must have as many fields as the header.
 Columns this loader does not read: the expiry code (0/1/2 = near/next/far), the custom or
-display symbol, the series, the underlying security id and everything after the expiry flag.
+display symbol, the underlying security id and everything after the expiry flag but the series
+(``SEM_SERIES`` / ``SERIES``) and, in the detailed layout, ``ISIN``.
 
 Reading one row, in the layout-neutral names used below (compact / detailed column):
 
@@ -31,10 +32,11 @@ Reading one row, in the layout-neutral names used below (compact / detailed colu
 - *instrument* (``SEM_INSTRUMENT_NAME`` / ``INSTRUMENT``): ``EQUITY`` (segment E) is cash,
   ``INDEX`` (segment I) an index, ``FUTIDX FUTSTK FUTCUR FUTCOM`` a future and ``OPTIDX OPTSTK
   OPTCUR OPTFUT`` an option (segments D, C, M). Another name is skipped with a warning; a known
-  name in the wrong segment (``EQUITY`` in D) is an error. A cash row whose exchange instrument
-  type (``SEM_EXCH_INSTRUMENT_TYPE`` / ``INSTRUMENT_TYPE``) is a debt type, one of ``DBT DEB CB
-  GB TB PTC``, is a bond, bill or debenture and is skipped with a warning; ``ES`` (shares),
-  ``ETF``, ``MF``, ``REIT``, ``InvITU``, ``PS`` and other types are cash equity.
+  name in the wrong segment (``EQUITY`` in D) is an error. Every cash row loads as ``EQ``,
+  whatever its exchange instrument type (``SEM_EXCH_INSTRUMENT_TYPE`` / ``INSTRUMENT_TYPE``):
+  ``ES`` (shares), ``ETF``, ``MF``, ``REIT``, ``InvITU``, ``PS``, and the debt types ``DBT DEB
+  CB GB TB PTC`` (bonds, gold bonds, bills, debentures) too, because users resolve tokens for
+  those, as Kite lists them.
 - *security id* (``SEM_SMST_SECURITY_ID`` / ``SECURITY_ID``): Dhan's token, a positive integer
   below 2**32 (the live feed carries it in four bytes). Unique only within an exchange segment,
   so the token is ``BrokerToken("dhan", "dhan:<segment>", id)`` with Dhan's segment name
@@ -43,12 +45,18 @@ Reading one row, in the layout-neutral names used below (compact / detailed colu
   Dhan's own number (13 is NIFTY 50), not an exchange token, so an index has ``exchange_token``
   0 and joins no other broker's row.
 - *symbol*: the key is ``EXCHANGE:SYMBOL``. Cash and indices use the symbol less a ``-EQ`` tag
-  (``NSE:HDFCBANK``, ``NSE:NIFTY``); derivatives use Dhan's trading symbol, ``UNDERLYING-MonYYYY-
-  FUT`` or ``UNDERLYING-MonYYYY-STRIKE-CE`` (``NFO:NIFTY-Apr2024-22500-CE``; MCX and BSE
-  currency write the day too: ``MCX:CRUDEOIL-19Apr2024-FUT``). Dhan gives every weekly option
-  of a month the monthly form, so ``NIFTY-Oct2024-25800-CE`` names the contracts of 3, 10, 17
-  and 24 October at once. A row whose expiry flag (``SEM_EXPIRY_FLAG`` / ``EXPIRY_FLAG``) is
-  ``W`` therefore gets the expiry day put in front of the month, in Dhan's own day-first form:
+  (``NSE:HDFCBANK``, ``NSE:NIFTY``). An NSE row of a debt type gets its series (*series*,
+  ``SEM_SERIES`` / ``SERIES``) appended unless the symbol already ends in it or the series is
+  ``EQ``, empty or ``NA``: Dhan writes a gold bond's symbol bare (``SGBAUG28V``, series ``GB``),
+  while NSE lists one issuer's bonds under one symbol in several series (``N1``, ``N2``...), so the
+  series is what keeps their keys apart, and it is how Kite names them (``NSE:SGBAUG28V-GB``). BSE's
+  series column holds the group (``A``, ``F``), which is left out as Kite leaves it out
+  (``BSE:RELIANCE``); BSE symbols are unique without it. Derivatives use Dhan's trading symbol,
+  ``UNDERLYING-MonYYYY-FUT`` or ``UNDERLYING-MonYYYY-STRIKE-CE`` (``NFO:NIFTY-Apr2024-22500-CE``;
+  MCX and BSE currency write the day too: ``MCX:CRUDEOIL-19Apr2024-FUT``). Dhan gives every weekly
+  option of a month the monthly form, so ``NIFTY-Oct2024-25800-CE`` names the contracts of 3, 10, 17
+  and 24 October at once. A row whose expiry flag (``SEM_EXPIRY_FLAG`` / ``EXPIRY_FLAG``) is ``W``
+  therefore gets the expiry day put in front of the month, in Dhan's own day-first form:
   ``NFO:NIFTY-03Oct2024-25800-CE``. Monthly contracts keep Dhan's symbol as it is.
 - *name*: cash and index rows take ``SM_SYMBOL_NAME`` / ``SYMBOL_NAME`` (the company or index
   name). Derivatives take the underlying: ``UNDERLYING_SYMBOL`` in the detailed layout; in the
@@ -69,6 +77,10 @@ Reading one row, in the layout-neutral names used below (compact / detailed colu
   whole number below 2**32.
 - ``isin`` from the detailed layout's ``ISIN`` (``NA`` on derivatives means none); one that is
   not 12 letters and digits is dropped with a warning. The compact layout has no ISIN.
+
+Skipped with a warning, and not checked further: an exchange and segment pair not listed above
+(NCDEX's, say) and an instrument name not listed above (``FUTIRC`` interest-rate futures and
+whatever Dhan adds): kinds resolverd does not model.
 
 Rows are numbered like a spreadsheet (header = row 1); blank lines are skipped but counted. Every
 rejection is a `SourceError` naming the row and the column as the file calls it, e.g.
@@ -129,6 +141,7 @@ COMPACT_COLUMNS: Final = (
     "SEM_OPTION_TYPE",
     "SEM_TICK_SIZE",
     "SEM_EXPIRY_FLAG",
+    "SEM_SERIES",
 )
 DETAILED_COLUMNS: Final = (
     "EXCH_ID",
@@ -144,12 +157,26 @@ DETAILED_COLUMNS: Final = (
     "OPTION_TYPE",
     "TICK_SIZE",
     "EXPIRY_FLAG",
+    "SERIES",
     "ISIN",
 )
 
-_EXCH, _SEG, _SID, _INST, _XTYPE, _SYM_A, _SYM_B, _LOT, _EXPIRY, _STRIKE, _OPT, _TICK, _FLAG = (
-    range(13)
-)
+(
+    _EXCH,
+    _SEG,
+    _SID,
+    _INST,
+    _XTYPE,
+    _SYM_A,
+    _SYM_B,
+    _LOT,
+    _EXPIRY,
+    _STRIKE,
+    _OPT,
+    _TICK,
+    _FLAG,
+    _SERIES,
+) = range(14)
 
 _U32_MAX = 2**32 - 1
 
@@ -186,7 +213,10 @@ _SEGMENT_KINDS: Final = {
     "C": (_FUTURE, _OPTION),
     "M": (_FUTURE, _OPTION),
 }
+# Debt types: their NSE keys carry the series (see the module docstring).
 _DEBT_TYPES: Final = frozenset({"DBT", "DEB", "CB", "GB", "TB", "PTC"})
+# Series texts that name no series.
+_NO_SERIES: Final = frozenset({"", "NA", "EQ"})
 _OPTION_TYPES: Final = frozenset({"CE", "PE"})
 _NO_EXPIRY: Final = dt.date(1, 1, 1)
 
@@ -224,7 +254,7 @@ def parse_dhan_rows(
 
     `lines` is the text split as a file opened with ``newline=""`` splits it. `source` labels
     the input in error messages (``dhan=api-scrip-master.csv``). A row of a kind not modelled
-    (a bond, an unknown exchange segment or instrument) is not yielded: `warn` is told of it
+    (an unknown exchange segment or instrument) is not yielded: `warn` is told of it
     with its row and column, if given. Performs no I/O.
 
     Raises `SourceError` for the first bad row and, once the input is exhausted, if it kept no
@@ -252,8 +282,8 @@ def parse_dhan_rows(
             " SECURITY_ID (the detailed layout)",
         )
     indexes = header_indexes(names, columns, source)
-    pick = itemgetter(*indexes[:13])
-    isin_at = indexes[13] if detailed else -1
+    pick = itemgetter(*indexes[:14])
+    isin_at = indexes[14] if detailed else -1
     width = len(header)
     field = columns.__getitem__
 
@@ -286,6 +316,7 @@ def parse_dhan_rows(
             opt_s,
             tick_s,
             flag_s,
+            series_s,
         ) = pick(fields)
 
         triple = (exch_s, seg_s, inst_s)
@@ -293,18 +324,10 @@ def parse_dhan_rows(
         if plan is None:
             plan = plans[triple] = _plan(exch_s, seg_s, inst_s, source, row, field)
         kind = plan.kind
-        if plan.skip or (kind is _CASH and xtype_s in _DEBT_TYPES):
+        if plan.skip:
             skipped += 1
             if warn is not None:
-                if plan.skip:
-                    warn(plan.skip, row, field(plan.skip_column))
-                else:
-                    warn(
-                        f"skipped: exchange instrument type {xtype_s} is debt (a bond, bill or"
-                        " debenture), not cash equity",
-                        row,
-                        field(_XTYPE),
-                    )
+                warn(plan.skip, row, field(plan.skip_column))
             continue
 
         if sid_s.isdigit() and sid_s.isascii():
@@ -338,7 +361,16 @@ def parse_dhan_rows(
             symbol = sym_a
             if not symbol:
                 _fail(source, row, field(_SYM_A), "is empty")
-            key = f"{plan.exchange}:{strip_eq(symbol)}"
+            symbol = strip_eq(symbol)
+            if (
+                xtype_s in _DEBT_TYPES
+                and plan.exchange == "NSE"
+                and kind is _CASH
+                and series_s not in _NO_SERIES
+                and not symbol.endswith(f"-{series_s}")
+            ):
+                symbol = f"{symbol}-{series_s}"
+            key = f"{plan.exchange}:{symbol}"
             name = sym_b
             xtoken = sid if kind is _CASH else 0
         else:

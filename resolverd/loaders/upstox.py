@@ -38,10 +38,14 @@ Segments, the Kite exchange each maps to, and what is read from them:
 ==========  =============  ===================================================
 segment     Kite exchange  kept instrument types
 ==========  =============  ===================================================
-NSE_EQ      ``NSE``        the equity series of NSE's "Legend of series": EQ, BE, BZ
-                           (shares and ETFs), SM, ST, SZ (SME shares)
-BSE_EQ      ``BSE``        every group (A, B, T, X, Z, ...) but F (debt) and G
-                           (government securities)
+NSE_EQ      ``NSE``        every series of NSE's "Legend of series" (one to three
+                           letters and digits): EQ, BE, BZ (shares and ETFs), SM,
+                           ST, SZ (SME), REITs, InvITs, warrants, preference
+                           shares, and the debt of the cash segment: bonds and
+                           debentures (N1, YL...), gold bonds (GB), state loans
+                           (SG), G-Secs (GS), T-bills (TB)
+BSE_EQ      ``BSE``        every group (A, B, T, X, Z, ..., F debt, G government
+                           securities)
 NSE_INDEX   ``NSE``        INDEX (segment ``INDICES``, type ``EQ``)
 BSE_INDEX   ``BSE``        INDEX
 NSE_FO      ``NFO``        FUT, CE, PE
@@ -52,21 +56,26 @@ MCX_FO      ``MCX``        FUT, CE, PE
 NSE_COM     ``NCO``        FUT, CE, PE (NSE commodity derivatives)
 ==========  =============  ===================================================
 
-Any other segment (``MCX_INDEX``, a segment Upstox adds later) or instrument type (NSE's bond,
-gold bond, REIT, InvIT, warrant and preference series; BSE groups F and G) is a kind resolverd
-does not model: the row is reported through the ``warn`` callback (one call per row, with its
-row number and the field that decided) and yields nothing. Only the kept kinds are checked
-beyond their JSON types.
+Every cash row loads as ``EQ``, debt included, because users resolve tokens for bonds, gold
+bonds and government securities too (Kite lists them the same way). What is skipped is what is
+not a tradable contract, or is not one resolverd models: any other segment (``MCX_INDEX``, a
+reference index; a segment Upstox adds later), another instrument type on an index or
+derivatives segment, and an NSE cash row whose ``instrument_type`` is not a series (empty, or
+not one to three ASCII letters and digits), which could not name its key. Such a row is
+reported through the ``warn`` callback (one call per row, with its row number and the field that
+decided) and yields nothing. Only the kept kinds are checked beyond their JSON types.
 
 Mapping, one kept object to one `Instrument`:
 
 - ``key`` is the Kite exchange, a colon, and ``trading_symbol`` less a trailing ``-EQ``
-  (`strip_eq`): ``NSE:RELIANCE``, ``NFO:NIFTY 22500 CE 25 APR 24``. On NSE cash a series other
-  than EQ is appended as Kite names it (``JOCIL`` in series BE is ``NSE:JOCIL-BE``), since
-  Upstox keeps the series in ``instrument_type`` only; BSE groups are not (Kite's ``BSE:SBIN``
-  whatever its group). Upstox's derivative symbols are its own (``NIFTY 22500 CE 25 APR 24``,
-  not Kite's ``NIFTY24APR22500CE``): instruments of several brokers join on the exchange token,
-  never on the symbol (`resolverd.join`), and the first source given names the key.
+  (`strip_eq`): ``NSE:RELIANCE``, ``NFO:NIFTY 22500 CE 25 APR 24``. On NSE cash a series other than
+  EQ is appended as Kite names it (``JOCIL`` in series BE is ``NSE:JOCIL-BE``, the gold bond
+  ``SGBAUG28V`` in series GB is ``NSE:SGBAUG28V-GB``), since Upstox keeps the series in
+  ``instrument_type`` only, and two series of one symbol are two instruments; BSE groups are not
+  (Kite's ``BSE:SBIN`` whatever its group: a share's group changes, the share does not). Upstox's
+  derivative symbols are its own (``NIFTY 22500 CE 25 APR 24``, not Kite's ``NIFTY24APR22500CE``):
+  instruments of several brokers join on the exchange token, never on the symbol (`resolverd.join`),
+  and the first source given names the key.
 - ``segment`` is `kite_segment` of exchange and type (``NFO-OPT``), ``INDICES`` for an index;
   ``instrument_type`` is ``EQ`` for cash and indices, else ``FUT``, ``CE`` or ``PE``.
 - ``name`` is ``underlying_symbol`` for derivatives (Kite's name for them: ``IDEA``, not
@@ -149,11 +158,9 @@ SEGMENTS: dict[str, tuple[str, str]] = {
     "NSE_COM": ("NCO", _DERIVATIVE),
 }
 
-# NSE's "Legend of series": fully paid equity shares and ETFs (EQ; BE, BZ trade for trade) and
-# SME shares (SM; ST, SZ). The rest are debt, units, warrants, preference or partly paid shares.
-_NSE_EQUITY_SERIES = frozenset({"EQ", "BE", "BZ", "SM", "ST", "SZ"})
-# BSE groups that are not shares: F is debt, G government securities.
-_BSE_DEBT_GROUPS = frozenset({"F", "G"})
+# An NSE series as NSE's "Legend of series" writes them (EQ, BE, N1, GB, W1...): it becomes part
+# of the key, so anything else (an empty type, say) cannot name the instrument.
+_NSE_SERIES = re.compile(r"[A-Z0-9]{1,3}")
 _DERIVATIVE_TYPES = frozenset({"FUT", "CE", "PE"})
 # Upstox segment -> (Kite exchange, family, the instrument_key's prefix, Kite segment of each
 # derivative type), all the hot loop needs to know of a segment in one lookup.
@@ -286,12 +293,8 @@ def parse_upstox_rows(
             if itype != "INDEX":
                 _skip_type(warn, f"{segment} type", itype, "is not an index", row)
                 continue
-        elif exchange == "NSE":
-            if itype not in _NSE_EQUITY_SERIES:
-                _skip_type(warn, "NSE series", itype, "is not equity", row)
-                continue
-        elif itype in _BSE_DEBT_GROUPS:
-            _skip_type(warn, "BSE group", itype, "is not equity", row)
+        elif exchange == "NSE" and itype != "EQ" and not _NSE_SERIES.fullmatch(itype):
+            _skip_type(warn, "NSE series", itype, "is not a series that can name the key", row)
             continue
 
         cut = len(bar)
@@ -350,7 +353,8 @@ def parse_upstox_rows(
                     _warn(warn, f"{_shown(isin)} is not an ISIN; dropped", row, "isin")
                     isin = ""
             symbol = strip_eq(symbol)
-            # Kite names NSE shares outside the EQ series with their series: NSE:JOCIL-BE.
+            # Kite names NSE cash outside the EQ series with its series: NSE:JOCIL-BE, and a
+            # gold bond NSE:SGBAUG28V-GB.
             if itype != "EQ" and exchange == "NSE" and not symbol.endswith("-" + itype):
                 symbol = f"{symbol}-{itype}"
             expiry = None

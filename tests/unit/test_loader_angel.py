@@ -142,9 +142,6 @@ def fixture() -> Any:
 def test_fixture_keeps_modelled_rows_and_warns_once_per_skipped_row(fixture: Any) -> None:
     skipped = [(w.row, w.field) for w in fixture.warnings]
     assert skipped == [
-        (8, "symbol"),
-        (9, "symbol"),
-        (10, "symbol"),
         (26, "instrumenttype"),
         (29, "instrumenttype"),
         (30, "exch_seg"),
@@ -155,17 +152,18 @@ def test_fixture_keeps_modelled_rows_and_warns_once_per_skipped_row(fixture: Any
 
 def test_fixture_warnings_say_what_was_skipped_and_why(fixture: Any) -> None:
     details = [w.detail for w in fixture.warnings]
-    assert details[0] == "skipped series: '782GJ32-SG' is in NSE series 'SG', which is not shares"
-    assert "'SGBJUL29IV-GB'" in details[1]
-    assert "'UNDCUR' on CDS" in details[3]
-    assert "'COMDTY' on MCX" in details[4]
-    assert details[5].startswith("skipped exchange segment: NCDEX has no Kite exchange")
+    assert details[0] == (
+        "skipped instrument type: 'UNDCUR' on CDS is not a cash security, an index, a future"
+        " or an option"
+    )
+    assert "'COMDTY' on MCX" in details[1]
+    assert details[2].startswith("skipped exchange segment: NCDEX has no Kite exchange")
 
 
 def test_fixture_counts_per_segment(fixture: Any) -> None:
     assert Counter(i.segment for i in fixture.instruments) == {
         "INDICES": 3,
-        "NSE": 5,
+        "NSE": 8,
         "BSE": 2,
         "NFO-FUT": 2,
         "NFO-OPT": 6,
@@ -225,9 +223,40 @@ def test_cash_keys_drop_only_the_eq_series(fixture: Any) -> None:
         "NSE:AARTIIND",
         "NSE:STALLION-BE",
         "NSE:VEEKAYEM-SM",
+        "NSE:782GJ32-SG",
+        "NSE:SGBJUL29IV-GB",
+        "NSE:865IHFL27-N1",
         "BSE:RELIANCE",
         "BSE:AARTIIND",
     }
+
+
+def test_nse_debt_in_the_cash_segment_loads_as_eq_with_its_series_in_the_key(
+    fixture: Any,
+) -> None:
+    by_key = {i.key: i for i in fixture.instruments}
+    assert by_key["NSE:782GJ32-SG"] == Instrument(
+        key="NSE:782GJ32-SG",
+        exchange="NSE",
+        segment="NSE",
+        instrument_type="EQ",
+        name="782GJ32",
+        tick_size=0.01,
+        lot_size=100,
+        exchange_token=10196,
+        tokens=(BrokerToken("angel", "angel:NSE", 10196),),
+    )
+    gold_bond, debenture = by_key["NSE:SGBJUL29IV-GB"], by_key["NSE:865IHFL27-N1"]
+    assert (gold_bond.segment, gold_bond.instrument_type, gold_bond.exchange_token) == (
+        "NSE",
+        "EQ",
+        5113,
+    )
+    assert (debenture.segment, debenture.instrument_type, debenture.exchange_token) == (
+        "NSE",
+        "EQ",
+        28856,
+    )
 
 
 def test_each_exchange_segment_is_its_own_feed(fixture: Any) -> None:
@@ -367,30 +396,36 @@ def test_rows_of_kinds_not_modelled_are_skipped_with_a_warning(
 
 
 @pytest.mark.parametrize(
-    ("symbol", "kept"),
+    ("symbol", "key"),
     [
-        ("RELIANCE-EQ", True),
-        ("CENTRALBK-BE", True),
-        ("VEEKAYEM-SM", True),
-        ("INDIGRID-IV", True),
-        ("EMBASSY-RR", True),
-        ("BAJAJ-AUTO-EQ", True),
-        ("SGBJUL29IV-GB", False),
-        ("610GS2031-GS", False),
-        ("782GJ32-SG", False),
-        ("865IHFL27-N1", False),
-        ("NIFTY", False),
+        ("RELIANCE-EQ", "NSE:RELIANCE"),
+        ("CENTRALBK-BE", "NSE:CENTRALBK-BE"),
+        ("VEEKAYEM-SM", "NSE:VEEKAYEM-SM"),
+        ("INDIGRID-IV", "NSE:INDIGRID-IV"),
+        ("EMBASSY-RR", "NSE:EMBASSY-RR"),
+        ("BAJAJ-AUTO-EQ", "NSE:BAJAJ-AUTO"),
+        ("SGBJUL29IV-GB", "NSE:SGBJUL29IV-GB"),
+        ("610GS2031-GS", "NSE:610GS2031-GS"),
+        ("782GJ32-SG", "NSE:782GJ32-SG"),
+        ("182D110724-TB", "NSE:182D110724-TB"),
+        ("865IHFL27-N1", "NSE:865IHFL27-N1"),
+        ("IRFC-W1", "NSE:IRFC-W1"),
+        ("NIFTY", "NSE:NIFTY"),
     ],
 )
-def test_nse_cash_rows_are_kept_only_for_share_series(symbol: str, kept: bool) -> None:
+def test_nse_cash_rows_of_every_series_load_as_eq_and_keep_all_but_the_eq_series(
+    symbol: str, key: str
+) -> None:
     warnings: list[tuple[str, int, str | None]] = []
     rows = list(
         parse_angel_rows(
             master(CASH | {"symbol": symbol}, OPTION), SOURCE, lambda *w: warnings.append(w)
         )
     )
-    assert (rows[0][0] == 1) is kept
-    assert len(warnings) == (0 if kept else 1)
+    assert [row for row, _ in rows] == [1, 2]
+    cash = rows[0][1]
+    assert (cash.key, cash.segment, cash.instrument_type) == (key, "NSE", "EQ")
+    assert warnings == []
 
 
 def test_bse_cash_symbols_carry_no_series_and_are_all_kept() -> None:
@@ -409,7 +444,7 @@ def test_skipped_rows_are_not_checked_further() -> None:
 
 def test_only_rows_of_kinds_not_modelled_is_no_instruments() -> None:
     error = assert_source_error(
-        master(CASH | {"exch_seg": "NCDEX"}, CASH | {"symbol": "782GJ32-SG"}),
+        master(CASH | {"exch_seg": "NCDEX"}, OPTION | {"instrumenttype": "UNDCUR"}),
         None,
         None,
         "no instruments: all 2 rows were of kinds not modelled",

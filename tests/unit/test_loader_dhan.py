@@ -171,8 +171,8 @@ def test_each_exchange_segment_maps_to_a_kite_exchange_and_a_dhan_feed(compact: 
     assert seen == {
         ("NSE", "INDICES", "dhan:IDX_I"): 2,
         ("BSE", "INDICES", "dhan:IDX_I"): 1,
-        ("NSE", "NSE", "dhan:NSE_EQ"): 3,
-        ("BSE", "BSE", "dhan:BSE_EQ"): 2,
+        ("NSE", "NSE", "dhan:NSE_EQ"): 4,
+        ("BSE", "BSE", "dhan:BSE_EQ"): 3,
         ("NFO", "NFO-FUT", "dhan:NSE_FNO"): 4,
         ("NFO", "NFO-OPT", "dhan:NSE_FNO"): 6,
         ("BFO", "BFO-FUT", "dhan:BSE_FNO"): 1,
@@ -232,17 +232,57 @@ def test_compact_derivative_is_named_after_its_underlying_not_dhans_mnemonic(
     )
 
 
-def test_debt_rows_are_skipped_with_a_warning_naming_row_and_column(
+def test_debt_rows_load_as_eq_and_an_nse_bond_keeps_its_series_in_the_key(
     compact: Loaded, detailed: Loaded
 ) -> None:
-    assert [(w.row, w.field) for w in compact.warnings] == [
-        (8, "SEM_EXCH_INSTRUMENT_TYPE"),
-        (11, "SEM_EXCH_INSTRUMENT_TYPE"),
-    ]
-    assert "GB is debt" in compact.warnings[0].detail
-    assert [(w.row, w.field) for w in detailed.warnings] == [(6, "INSTRUMENT_TYPE")]
-    assert 8 not in compact.rows
-    assert len(compact) == 26
+    assert compact.warnings == []
+    assert detailed.warnings == []
+    assert compact.rows == list(range(2, 30))
+    gold_bond = Instrument(
+        key="NSE:SGBAUG28V-GB",
+        exchange="NSE",
+        segment="NSE",
+        instrument_type="EQ",
+        name="SOVEREIGN GOLD BONDS",
+        tick_size=0.01,
+        lot_size=1,
+        exchange_token=16883,
+        tokens=(BrokerToken("dhan", "dhan:NSE_EQ", 16883),),
+    )
+    assert by_token(compact)[16883] == gold_bond
+    assert by_token(detailed)[16883] == replace(gold_bond, isin="IN0020200153")
+    # BSE's series column is the group, which no BSE key carries (Kite's BSE:RELIANCE).
+    debenture = by_token(compact)[973355]
+    assert (debenture.key, debenture.segment, debenture.instrument_type) == (
+        "BSE:973355",
+        "BSE",
+        "EQ",
+    )
+
+
+@pytest.mark.parametrize(
+    ("symbol", "xtype", "series", "key"),
+    [
+        ("IRFC", "DBT", "N1", "NSE:IRFC-N1"),
+        ("IRFC", "DBT", "N2", "NSE:IRFC-N2"),
+        ("IRFC-N1", "DBT", "N1", "NSE:IRFC-N1"),
+        ("782GJ32", "GB", "SG", "NSE:782GJ32-SG"),
+        ("182D110724", "TB", "TB", "NSE:182D110724-TB"),
+        ("IIFL", "DEB", "NA", "NSE:IIFL"),
+        ("IIFL", "DEB", "", "NSE:IIFL"),
+        ("IIFL-EQ", "DEB", "EQ", "NSE:IIFL"),
+        ("JOCIL", "ES", "BE", "NSE:JOCIL"),
+    ],
+)
+def test_nse_debt_key_appends_its_series_unless_the_symbol_carries_it_or_it_is_none(
+    symbol: str, xtype: str, series: str, key: str
+) -> None:
+    fields = ROWS[0].split(",")
+    fields[COLUMNS.index("SEM_TRADING_SYMBOL")] = symbol
+    fields[COLUMNS.index("SEM_EXCH_INSTRUMENT_TYPE")] = xtype
+    fields[COLUMNS.index("SEM_SERIES")] = series
+    (record,) = parse(csv_text(",".join(fields)))
+    assert (record.key, record.segment, record.instrument_type) == (key, "NSE", "EQ")
 
 
 # Rows of kinds not modelled
@@ -265,7 +305,7 @@ def test_unmodelled_segment_and_instrument_are_skipped_and_reported() -> None:
 
 
 def test_input_of_skipped_rows_only_has_no_instruments() -> None:
-    row = "NSE,E,16883,EQUITY,0,SGBAUG28V,1.0,SGB,,-0.01000,XX,1.0000,NA,GB,GB,SOVEREIGN GOLD"
+    row = "NSE,C,9001,FUTIRC,0,GS2033-Apr2024-FUT,1.0,X,2024-04-25 14:30:00,,XX,0.25,M,FUT,,"
     assert_source_error(csv_text(row), None, None, "all 1 rows are of kinds not modelled")
 
 
@@ -415,6 +455,13 @@ def test_header_missing_a_column_names_it() -> None:
     assert_source_error(csv_text(*rows, header=header), 1, "SEM_TICK_SIZE", "no column")
 
 
+def test_header_without_the_series_column_names_it() -> None:
+    header = HEADER.replace(",SEM_SERIES", "")
+    at = COLUMNS.index("SEM_SERIES")
+    rows = [",".join(f for i, f in enumerate(line.split(",")) if i != at) for line in ROWS]
+    assert_source_error(csv_text(*rows, header=header), 1, "SEM_SERIES", "no column")
+
+
 def test_header_of_neither_layout_is_refused_on_row_1() -> None:
     header = HEADER.replace("SEM_SMST_SECURITY_ID", "SEM_ID")
     assert_source_error(csv_text(*ROWS, header=header), 1, None, "neither SEM_SMST_SECURITY_ID")
@@ -449,7 +496,7 @@ def test_detailed_isin_that_is_not_one_is_dropped_with_a_warning(tmp_path: Path)
     )
     loaded = read_dhan(path)
     assert by_token(loaded)[1333].isin == ""
-    assert [(w.row, w.field) for w in loaded.warnings] == [(4, "ISIN"), (6, "INSTRUMENT_TYPE")]
+    assert [(w.row, w.field) for w in loaded.warnings] == [(4, "ISIN")]
 
 
 def test_ten_megabyte_field_is_refused_naming_its_row() -> None:

@@ -35,7 +35,8 @@ IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 # Rows of the fixture, numbered as the loader numbers them (the array's first element is row 1).
 RELIANCE, JOCIL, SME, TEST_SHARE, BSE_AARTI, NIFTY_INDEX = 1, 3, 4, 6, 7, 10
 NIFTY_FUT, NIFTY_CALL, AARTI_FUT, USDINR_CALL, CRUDE_FUT = 12, 13, 16, 21, 23
-KEPT_ROWS = [1, 2, 3, 4, 6, 7, 8, *range(10, 25)]  # 5, 9 and 25 are kinds resolverd skips
+GOLD_BOND, BSE_BOND, MCX_INDEX = 5, 9, 25
+KEPT_ROWS = list(range(1, 25))  # 25, an MCX_INDEX reference row, is a kind resolverd skips
 
 RELIANCE_RECORD = Instrument(
     key="NSE:RELIANCE",
@@ -150,8 +151,8 @@ def test_fixture_keeps_every_modelled_row_under_its_element_number() -> None:
     assert loaded.source == SOURCE
     assert loaded.rows == KEPT_ROWS
     assert Counter(r.exchange for r in loaded.instruments) == {
-        "NSE": 6,
-        "BSE": 3,
+        "NSE": 7,
+        "BSE": 4,
         "NFO": 6,
         "BFO": 2,
         "CDS": 2,
@@ -159,8 +160,8 @@ def test_fixture_keeps_every_modelled_row_under_its_element_number() -> None:
         "MCX": 2,
     }
     assert Counter(r.segment for r in loaded.instruments) == {
-        "NSE": 5,
-        "BSE": 2,
+        "NSE": 6,
+        "BSE": 3,
         "INDICES": 2,
         "NFO-FUT": 2,
         "NFO-OPT": 4,
@@ -177,15 +178,11 @@ def test_fixture_keeps_every_modelled_row_under_its_element_number() -> None:
 def test_kinds_not_modelled_are_counted_warnings_naming_row_and_field() -> None:
     loaded = read_upstox(FIXTURE)
     assert [(w.row, w.field) for w in loaded.warnings] == [
-        (5, "instrument_type"),
         (TEST_SHARE, "isin"),
-        (9, "instrument_type"),
-        (25, "segment"),
+        (MCX_INDEX, "segment"),
     ]
     assert [str(w) for w in loaded.warnings] == [
-        "upstox=complete.json: row 5, field instrument_type: NSE series 'GB' is not equity",
         "upstox=complete.json: row 6, field isin: 'DUMMYSAN011' is not an ISIN; dropped",
-        "upstox=complete.json: row 9, field instrument_type: BSE group 'F' is not equity",
         "upstox=complete.json: row 25, field segment: segment 'MCX_INDEX' is not one resolverd"
         " models",
     ]
@@ -237,6 +234,64 @@ def test_nse_series_other_than_eq_is_part_of_the_key_as_kite_names_it(
 def test_bse_group_is_not_part_of_the_key(fixture_records: dict[int, Instrument]) -> None:
     assert fixture_records[BSE_AARTI].key == "BSE:AARTIIND"
     assert fixture_records[8].key == "BSE:KAVVERITEL"  # group T
+    assert fixture_records[BSE_BOND].key == "BSE:800IRFC27"  # group F
+
+
+def test_nse_gold_bond_loads_as_eq_with_its_series_in_the_key(
+    fixture_records: dict[int, Instrument],
+) -> None:
+    assert fixture_records[GOLD_BOND] == Instrument(
+        key="NSE:SGBAUG28V-GB",
+        exchange="NSE",
+        segment="NSE",
+        instrument_type="EQ",
+        name="SGB 2.50% AUG 2028",
+        tick_size=0.01,
+        lot_size=1,
+        isin="IN0020200153",
+        exchange_token=1738,
+        tokens=(BrokerToken("upstox", "upstox", "NSE_EQ|IN0020200153"),),
+    )
+
+
+def test_bse_debt_group_loads_as_eq(fixture_records: dict[int, Instrument]) -> None:
+    bond = fixture_records[BSE_BOND]
+    assert (bond.segment, bond.instrument_type, bond.isin, bond.exchange_token) == (
+        "BSE",
+        "EQ",
+        "INE053F07AB1",
+        961765,
+    )
+
+
+@pytest.mark.parametrize(
+    ("series", "key"),
+    [
+        ("BZ", "NSE:RELIANCE-BZ"),
+        ("N1", "NSE:RELIANCE-N1"),
+        ("SG", "NSE:RELIANCE-SG"),
+        ("GS", "NSE:RELIANCE-GS"),
+        ("TB", "NSE:RELIANCE-TB"),
+        ("W1", "NSE:RELIANCE-W1"),
+        ("RR", "NSE:RELIANCE-RR"),
+        ("IV", "NSE:RELIANCE-IV"),
+    ],
+)
+def test_nse_cash_of_any_series_loads_as_eq_keyed_with_its_series(series: str, key: str) -> None:
+    warnings: list[tuple[str, int, str]] = []
+    text = with_key(RELIANCE, "instrument_type", series)
+    record = dict(parse_upstox_rows(text, SOURCE, lambda *w: warnings.append(w)))[RELIANCE]
+    assert (record.key, record.segment, record.instrument_type) == (key, "NSE", "EQ")
+    assert [w for w in warnings if w[1] == RELIANCE] == []
+
+
+@pytest.mark.parametrize("itype", ["", "eq", "LONGSERIES", "B-E"])
+def test_nse_cash_whose_type_is_not_a_series_is_skipped_with_a_warning(itype: str) -> None:
+    warnings: list[tuple[str, int, str]] = []
+    text = with_key(RELIANCE, "instrument_type", itype)
+    rows = [row for row, _ in parse_upstox_rows(text, SOURCE, lambda *w: warnings.append(w))]
+    assert RELIANCE not in rows
+    assert (RELIANCE, "instrument_type") in [(row, field) for _, row, field in warnings]
 
 
 def test_derivative_is_named_after_its_underlying_symbol(
@@ -459,8 +514,8 @@ def test_zero_strike_and_negative_zero_are_accepted_as_zero() -> None:
 
 def test_a_bad_value_in_a_skipped_row_is_not_checked() -> None:
     items = objects()
-    items[4]["exchange_token"] = "not a token"  # row 5, an NSE gold bond
-    items[4]["instrument_key"] = "somewhere else"
+    items[MCX_INDEX - 1]["exchange_token"] = "not a token"  # an MCX_INDEX reference row
+    items[MCX_INDEX - 1]["instrument_key"] = "somewhere else"
     assert len(parse(dump(items))) == len(parse(dump(objects())))
 
 
@@ -483,7 +538,7 @@ def test_empty_array_has_no_instruments() -> None:
 
 
 def test_array_of_kinds_not_modelled_only_has_no_instruments() -> None:
-    text = dump([objects()[4]])
+    text = dump([objects()[MCX_INDEX - 1]])
     assert_source_error(text, None, None, "none of the 1 rows is of a kind resolverd models")
 
 
