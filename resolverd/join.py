@@ -21,7 +21,7 @@ Pure: records in, records out; `resolverd.validate` runs the gates on the result
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import msgspec
@@ -50,6 +50,8 @@ class Joined:
     instruments: list[Instrument]
     origins: list[list[Origin]]
     warnings: list[SourceWarning]
+    token_origins: list[list[Origin]] = field(default_factory=list)
+    """Per instrument, the row each of its tokens came from (aligned with its tokens)."""
     merged_rows: int = 0
     renamed: int = 0
 
@@ -60,7 +62,7 @@ class Joined:
 def join(sources: Sequence[Loaded]) -> Joined:
     """Join the sources' records by rules 1-4 above; raises `SourceError` on a conflict."""
     joined = Joined([], [], [w for s in sources for w in s.warnings])
-    instruments, origins = joined.instruments, joined.origins
+    instruments, origins, token_origins = joined.instruments, joined.origins, joined.token_origins
     by_contract: dict[tuple[str, str, int], int] = {}
     for loaded in sources:
         source = loaded.source
@@ -74,10 +76,13 @@ def join(sources: Sequence[Loaded]) -> Joined:
                         joined, instruments[at], origins[at], instrument, origin
                     )
                     origins[at].append(origin)
+                    token_origins[at].extend([origin] * len(instrument.tokens))
                     joined.merged_rows += 1
                     continue
+            origin = Origin(source, row)
             instruments.append(instrument)
-            origins.append([Origin(source, row)])
+            origins.append([origin])
+            token_origins.append([origin] * len(instrument.tokens))
     return joined
 
 

@@ -137,7 +137,10 @@ def check(
     counts = report.sources
     kept: list[Instrument] = []
     kept_origins: list[list[Origin]] = []
-    for instrument, origins in zip(joined.instruments, joined.origins, strict=True):
+    kept_token_origins: list[list[Origin]] = []
+    for instrument, origins, token_origins in zip(
+        joined.instruments, joined.origins, joined.token_origins, strict=True
+    ):
         for origin in origins:
             count = counts.get(origin.source) or counts.setdefault(
                 origin.source, SourceCount(origin.source)
@@ -154,9 +157,10 @@ def check(
             continue
         kept.append(instrument)
         kept_origins.append(origins)
+        kept_token_origins.append(token_origins)
 
     _no_duplicate_keys(kept, kept_origins)
-    _no_duplicate_tokens(kept, kept_origins)
+    _no_duplicate_tokens(kept, kept_token_origins)
     report.instruments = len(kept)
     brokers: dict[str, int] = {}
     for instrument in kept:
@@ -182,28 +186,21 @@ def _no_duplicate_keys(kept: list[Instrument], origins: list[list[Origin]]) -> N
             )
 
 
-def _no_duplicate_tokens(kept: list[Instrument], origins: list[list[Origin]]) -> None:
-    seen: dict[tuple[str, int | str], int] = {}
+def _no_duplicate_tokens(kept: list[Instrument], token_origins: list[list[Origin]]) -> None:
+    seen: dict[tuple[str, int | str], tuple[int, int]] = {}
     for i, instrument in enumerate(kept):
-        for token in instrument.tokens:
-            first = seen.setdefault((token.feed, token.value), i)
+        for k, token in enumerate(instrument.tokens):
+            first, slot = seen.setdefault((token.feed, token.value), (i, k))
             if first != i:
-                here = _origin_of(origins[i], token.broker, kept[i])
+                here = token_origins[i][k]
                 raise SourceError(
                     here.source,
                     f"token {token.value!r} of feed {token.feed} is used twice: by"
-                    f" {kept[first].key} ({_origin_of(origins[first], token.broker, kept[first])})"
-                    f" and by {instrument.key} here",
+                    f" {kept[first].key} ({token_origins[first][slot]}) and by"
+                    f" {instrument.key} here",
                     row=here.row,
                     field="token",
                 )
-
-
-def _origin_of(origins: list[Origin], broker: str, instrument: Instrument) -> Origin:
-    """The row that brought `broker`'s token: tokens are appended in the order of origins."""
-    brokers = [t.broker for t in instrument.tokens]
-    at = brokers.index(broker)
-    return origins[at] if at < len(origins) else origins[0]
 
 
 def check_fall(

@@ -125,3 +125,19 @@ def test_a_registry_filtered_in_columns_compiles_like_the_same_records() -> None
         read_header(compile_snapshot(columns)).payload_checksum
         == read_header(compile_snapshot(rebuilt)).payload_checksum
     )
+
+
+def test_a_clash_names_the_row_that_brought_the_token_when_one_row_brings_several() -> None:
+    # A registry read from PostgreSQL gives one row with every broker's token.
+    both = msgspec.structs.replace(
+        SBIN,
+        tokens=(BrokerToken("kite", "kite", 779521), BrokerToken("fyers", "fyers", 7)),
+    )
+    clash = msgspec.structs.replace(
+        CALL, tokens=(BrokerToken("fyers", "fyers", 7),), exchange_token=99
+    )
+    with pytest.raises(SourceError) as caught:
+        check(join([source("postgres=db", both), source("fyers=f.csv", clash)]), trade_date=None)
+    error = caught.value
+    assert (error.source, error.row) == ("fyers=f.csv", 2)
+    assert "by NSE:SBIN (postgres=db row 2)" in error.detail
