@@ -208,17 +208,20 @@ def parse_uint(text: str, source: str, row: int, field: str, maximum: int = 2**6
 def parse_number(text: str, source: str, row: int, field: str, *, scale: float = 1.0) -> float:
     """A finite, non-negative decimal (``0.05``, ``22500``, ``1e-05``), times `scale`.
 
-    Plain ASCII only: `float` would also take blanks, underscores, ``nan`` and other digits.
+    Plain ASCII only: `float` would also take blanks, underscores and other scripts' digits.
     """
-    if not _NUMBER.fullmatch(text):
+    try:
+        value = float(text)
+    except ValueError:
         if not text:
             fail(source, row, field, "is empty")
-        fail(source, row, field, f"{shown(text)} is not a plain decimal number")
-    value = float(text)
+        fail(source, row, field, f"{shown(text)} is not a number")
     if not math.isfinite(value):
-        fail(source, row, field, f"{text!r} is not a finite number")
+        fail(source, row, field, f"{shown(text)} is not a finite number")
+    if not _NUMBER.fullmatch(text):
+        fail(source, row, field, f"{shown(text)} is not a plain decimal number")
     if value < 0 or text.startswith("-"):
-        fail(source, row, field, f"{text!r} is negative")
+        fail(source, row, field, f"{shown(text)} is negative")
     return value * scale
 
 

@@ -115,7 +115,6 @@ import csv
 import datetime as dt
 import io
 import itertools
-import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
@@ -129,6 +128,7 @@ from ._common import (
     decode_utf8,
     fail,
     kite_segment,
+    parse_number,
     parse_uint,
     read_source,
     strip_eq,
@@ -447,7 +447,7 @@ def parse_fyers_rows(
                     )
                 strike = 0.0
                 if strike_s not in _NO_STRIKE and strike_s not in floats:
-                    floats[strike_s] = _number(strike_s, source, row, "Strike price")
+                    floats[strike_s] = parse_number(strike_s, source, row, "Strike price")
             else:
                 if option != "CE" and option != "PE":
                     _fail(
@@ -457,10 +457,10 @@ def parse_fyers_rows(
                 # Parsed values are never negative, so -1.0 stands for "not parsed yet".
                 strike = floats.get(strike_s, -1.0)
                 if strike < 0:
-                    strike = floats[strike_s] = _number(strike_s, source, row, "Strike price")
+                    strike = floats[strike_s] = parse_number(strike_s, source, row, "Strike price")
             tick = floats.get(tick_s, -1.0)
             if tick < 0:
-                tick = floats[tick_s] = _number(tick_s, source, row, "Tick size")
+                tick = floats[tick_s] = parse_number(tick_s, source, row, "Tick size")
             if len(lot_s) <= 10 and lot_s.isdigit() and lot_s.isascii():
                 lot = int(lot_s)
                 if lot > _U32_MAX:
@@ -649,21 +649,3 @@ def _expiry(text: str, source: str, row: int) -> tuple[dt.date | None, str]:
     seconds = int(text)
     day = EPOCH + dt.timedelta(days=(seconds + _IST) // 86_400)
     return day, f"{day.year % 100:02d}{day.month:02d}{day.day:02d}"
-
-
-def _number(text: str, source: str, row: int, field: str) -> float:
-    """A finite, non-negative float written as a plain decimal (``0.05``, ``22500.0``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        if not text:
-            _fail(source, row, field, "is empty")
-        _fail(source, row, field, f"{text!r} is not a number")
-    if not math.isfinite(value):
-        _fail(source, row, field, f"{text!r} is not a finite number")
-    # float() also takes surrounding blanks, underscores and non-ASCII digits; Fyers writes none.
-    if not _NUMBER_CHARS.issuperset(text):
-        _fail(source, row, field, f"{text!r} is not a plain decimal number")
-    if value < 0 or text.startswith("-"):
-        _fail(source, row, field, f"{text!r} is negative")
-    return value

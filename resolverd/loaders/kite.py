@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import math
 import os
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
@@ -52,6 +51,7 @@ from ._common import (
     decode_utf8,
     fail,
     header_indexes,
+    parse_number,
     parse_uint,
     read_source,
 )
@@ -177,10 +177,10 @@ def parse_kite_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, In
             expiry = dates[expiry_s] = _date(expiry_s, source, row)
         strike = floats.get(strike_s)
         if strike is None:
-            strike = floats[strike_s] = _number(strike_s, source, row, "strike")
+            strike = floats[strike_s] = parse_number(strike_s, source, row, "strike")
         tick = floats.get(tick_s)
         if tick is None:
-            tick = floats[tick_s] = _number(tick_s, source, row, "tick_size")
+            tick = floats[tick_s] = parse_number(tick_s, source, row, "tick_size")
         if lot_s.isdigit() and lot_s.isascii() and len(lot_s) <= 20:
             lot = int(lot_s)
             if lot > _U32_MAX:
@@ -246,22 +246,6 @@ def _bad_uint(text: str, source: str, row: int, field: str) -> NoReturn:
     """Reject `text`, which the hot loop found is not a plain run of ASCII digits, saying why."""
     parse_uint(text, source, row, field)
     raise AssertionError("unreachable: parse_uint accepted what isdigit() refused")
-
-
-def _number(text: str, source: str, row: int, field: str) -> float:
-    """A finite, non-negative float written as a plain decimal (``0.05``, ``22500``, ``1e-05``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        _fail(source, row, field, f"{text!r} is not a number")
-    if not math.isfinite(value):
-        _fail(source, row, field, f"{text!r} is not a finite number")
-    # float() also takes surrounding blanks, underscores and non-ASCII digits; Kite writes none.
-    if not _NUMBER_CHARS.issuperset(text):
-        _fail(source, row, field, f"{text!r} is not a plain decimal number")
-    if value < 0 or text.startswith("-"):
-        _fail(source, row, field, f"{text!r} is negative")
-    return value
 
 
 def _date(text: str, source: str, row: int) -> dt.date:

@@ -218,7 +218,7 @@ def test_bad_instrument_token_message_reads_like_the_style_guide() -> None:
         ("expiry", "25-04-24", "is not a date"),
         ("expiry", "04-25-2024", "is not a date"),
         ("strike", "abc", "'abc' is not a number"),
-        ("strike", "", "is not a number"),
+        ("strike", "", "is empty"),
         ("strike", "-22500", "is negative"),
         ("strike", "nan", "is not a finite number"),
         ("strike", "inf", "is not a finite number"),
