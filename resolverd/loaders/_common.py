@@ -27,7 +27,7 @@ import gzip
 import math
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -40,6 +40,7 @@ __all__ = [
     "DERIVATIVE_EXCHANGES",
     "Loaded",
     "SourceWarning",
+    "Warn",
     "csv_rows",
     "decode_utf8",
     "fail",
@@ -77,6 +78,10 @@ class SourceWarning:
         if self.field is not None:
             where += f"{',' if self.row is not None else ':'} field {self.field}"
         return f"{where}: {self.detail}"
+
+
+Warn = Callable[[str, int | None, str | None], None]
+"""Told of each skipped row by a parser: (detail, row, field), the signature of `Loaded.warn`."""
 
 
 @dataclass

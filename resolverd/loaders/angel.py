@@ -88,7 +88,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, NoReturn
 
@@ -99,12 +99,14 @@ from ..model import BrokerToken, Instrument
 from ._common import (
     DERIVATIVE_EXCHANGES,
     Loaded,
+    Warn,
     fail,
     kite_segment,
     parse_date,
     parse_number,
     parse_uint,
     read_source,
+    shown,
     strip_eq,
 )
 
@@ -121,8 +123,6 @@ __all__ = [
 # exch_seg -> Kite exchange: the segments whose instruments we model.
 EXCHANGES: Final = {seg: seg for seg in ("NSE", "BSE", "NFO", "BFO", "CDS", "BCD", "MCX", "NCO")}
 
-Warn = Callable[[str, int, str | None], None]
-"""Told of each skipped row: (detail, row, field), the signature of `Loaded.warn`."""
 
 _U32_MAX = 2**32 - 1
 # Options on these segments write the strike times 10**7, not times 100.
@@ -225,7 +225,7 @@ def parse_angel_rows(
                         source,
                         row,
                         "symbol",
-                        f"{_shown(symbol)} is an option but ends in neither CE nor PE",
+                        f"{shown(symbol, 60)} is an option but ends in neither CE nor PE",
                     )
 
         token_s = r.token
@@ -338,11 +338,6 @@ def _plan(seg: str, itype: str, source: str, row: int) -> _Plan:
 # -- fields --------------------------------------------------------------------------------------
 
 
-def _shown(text: str) -> str:
-    """`text` quoted for a message, cut short if it is long: a value can be megabytes."""
-    return repr(text) if len(text) <= 60 else f"{text[:60]!r}... ({len(text):,} characters)"
-
-
 def _uint(text: str, source: str, row: int, field: str) -> int:
     return parse_uint(text, source, row, field, _U32_MAX)
 
@@ -351,7 +346,7 @@ def _date(text: str, source: str, row: int) -> dt.date:
     """``DDMMMYYYY`` only: `parse_date` would also take other brokers' forms."""
     if len(text) == 9 and text[2:5] in _MONTHS and text.isascii():
         return parse_date(text, source, row, "expiry")
-    fail(source, row, "expiry", f"{_shown(text)} is not a date in Angel's DDMMMYYYY (25APR2024)")
+    fail(source, row, "expiry", f"{shown(text, 60)} is not a date in Angel's DDMMMYYYY (25APR2024)")
 
 
 def _strike(text: str, source: str, row: int) -> float:

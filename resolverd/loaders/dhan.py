@@ -102,6 +102,7 @@ from ..errors import SourceError
 from ..model import BrokerToken, Instrument
 from ._common import (
     Loaded,
+    Warn,
     csv_rows,
     decode_utf8,
     fail,
@@ -123,8 +124,6 @@ __all__ = [
     "sniff",
 ]
 
-Warn = Callable[[str, int | None, str | None], None]
-"""Told of each skipped row: (detail, row, field), as `Loaded.warn` takes them."""
 
 # The columns the loader reads, per layout, in the order the hot loop unpacks them.
 COMPACT_COLUMNS: Final = (
@@ -360,7 +359,7 @@ def parse_dhan_rows(
         if kind is _CASH or kind is _INDEX:
             symbol = sym_a
             if not symbol:
-                _fail(source, row, field(_SYM_A), "is empty")
+                fail(source, row, field(_SYM_A), "is empty")
             symbol = strip_eq(symbol)
             if (
                 xtype_s in _DEBT_TYPES
@@ -379,7 +378,7 @@ def parse_dhan_rows(
                 expiry = dates[expiry_s] = _expiry(expiry_s, source, row, field(_EXPIRY))
             if kind is _OPTION:
                 if opt_s not in _OPTION_TYPES:
-                    _fail(source, row, field(_OPT), f"{opt_s!r} is not CE or PE")
+                    fail(source, row, field(_OPT), f"{opt_s!r} is not CE or PE")
                 instrument_type = opt_s
                 strike = strikes.get(strike_s, -1.0)
                 if strike < 0:
@@ -387,11 +386,11 @@ def parse_dhan_rows(
             if detailed:
                 symbol, name = sym_b, sym_a
                 if not symbol:
-                    _fail(source, row, field(_SYM_B), "is empty")
+                    fail(source, row, field(_SYM_B), "is empty")
             else:
                 symbol, name = sym_a, sym_b
                 if not symbol:
-                    _fail(source, row, field(_SYM_A), "is empty")
+                    fail(source, row, field(_SYM_A), "is empty")
             # UNDERLYING-DATE-FUT or UNDERLYING-DATE-STRIKE-CE, DATE being MonYYYY or DDMonYYYY;
             # the underlying may hold dashes itself (BAJAJ-AUTO), so split from the right.
             parts = symbol.rsplit("-", plan.dashes)
@@ -464,15 +463,15 @@ def _plan(
 ) -> _Plan:
     """What rows of this exchange id, segment and instrument become."""
     if not exch:
-        _fail(source, row, field(_EXCH), "is empty")
+        fail(source, row, field(_EXCH), "is empty")
     if not seg:
-        _fail(source, row, field(_SEG), "is empty")
+        fail(source, row, field(_SEG), "is empty")
     if not inst:
-        _fail(source, row, field(_INST), "is empty")
+        fail(source, row, field(_INST), "is empty")
     kind = _KINDS.get(inst)
     allowed = _SEGMENT_KINDS.get(seg)
     if kind is not None and allowed is not None and kind not in allowed:
-        _fail(source, row, field(_INST), f"{inst} is not an instrument of segment {seg}")
+        fail(source, row, field(_INST), f"{inst} is not an instrument of segment {seg}")
     where = _SEGMENTS.get((exch, seg))
     if where is None:
         return _Plan(
@@ -493,20 +492,20 @@ def _plan(
 
 def _expiry(text: str, source: str, row: int, field: str) -> dt.date:
     if not text:
-        _fail(source, row, field, "is empty, but a derivative needs an expiry")
+        fail(source, row, field, "is empty, but a derivative needs an expiry")
     if len(text) in (8, 10) and text[2] == "/" == text[5] and text.isascii():
         day, month, year = text[0:2], text[3:5], text[6:]
         if day.isdigit() and month.isdigit() and year.isdigit():
             try:
                 date = dt.date(int(year) + (2000 if len(year) == 2 else 0), int(month), int(day))
             except ValueError as exc:
-                _fail(source, row, field, f"{text!r} is not a date: {exc}")
+                fail(source, row, field, f"{text!r} is not a date: {exc}")
         else:
-            _fail(source, row, field, f"{text!r} is not a date (expected DD/MM/YY)")
+            fail(source, row, field, f"{text!r} is not a date (expected DD/MM/YY)")
     else:
         date = parse_date(text, source, row, field)
     if date == _NO_EXPIRY:
-        _fail(source, row, field, f"{text!r} is Dhan's no-expiry placeholder on a derivative")
+        fail(source, row, field, f"{text!r} is Dhan's no-expiry placeholder on a derivative")
     return date
 
 
@@ -515,18 +514,14 @@ def _lot(text: str, source: str, row: int, field: str) -> int:
     whole, dot, fraction = text.partition(".")
     if whole.isdigit() and whole.isascii() and (not dot or fraction.isdigit() or not fraction):
         if fraction.strip("0"):
-            _fail(source, row, field, f"{text!r} is not a whole number of units")
+            fail(source, row, field, f"{text!r} is not a whole number of units")
         return parse_uint(whole, source, row, field, _U32_MAX)
     parse_number(text, source, row, field)  # says why: empty, negative, not a number
-    _fail(source, row, field, f"{text!r} is not a whole number of units")
+    fail(source, row, field, f"{text!r} is not a whole number of units")
 
 
 def _bad_id(text: str, source: str, row: int, field: str) -> NoReturn:
     value = parse_uint(text, source, row, field, _U32_MAX)
     if value == 0:
-        _fail(source, row, field, "is 0; Dhan's security ids start at 1")
+        fail(source, row, field, "is 0; Dhan's security ids start at 1")
     raise AssertionError("unreachable: _bad_id called with a good security id")
-
-
-def _fail(source: str, row: int, field: str, detail: str) -> NoReturn:
-    fail(source, row, field, detail)

@@ -116,7 +116,7 @@ import datetime as dt
 import io
 import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple, NoReturn
@@ -125,6 +125,7 @@ from ..errors import SourceError
 from ..model import EPOCH, BrokerToken, Instrument
 from ._common import (
     Loaded,
+    Warn,
     decode_utf8,
     fail,
     kite_segment,
@@ -169,8 +170,6 @@ FIELDS = (
 )
 WIDTH = len(FIELDS)
 
-Warn = Callable[[str, int, str], None]
-"""Told of each skipped row: (detail, row, field); `Loaded.warn` is one."""
 
 # The fields the loader reads, in the order the hot loop unpacks them.
 _READ = itemgetter(0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 15, 16)
@@ -421,7 +420,7 @@ def parse_fyers_rows(
             if kind.cash:
                 expiry, yymmdd = None, "000000"
             elif expiry is None:
-                _fail(source, row, "Expiry date", f"{expiry_s!r}: a future or option needs one")
+                fail(source, row, "Expiry date", f"{expiry_s!r}: a future or option needs one")
             if fytoken_s != f"{kind.fytoken_prefix}{yymmdd}{scrip_s}":
                 _bad_fytoken(fytoken_s, kind.fytoken_prefix, yymmdd, scrip_s, source, row)
 
@@ -439,7 +438,7 @@ def parse_fyers_rows(
             itype = kind.instrument_type
             if itype:
                 if option != "XX":
-                    _fail(
+                    fail(
                         source,
                         row,
                         "Option type",
@@ -450,9 +449,7 @@ def parse_fyers_rows(
                     floats[strike_s] = parse_number(strike_s, source, row, "Strike price")
             else:
                 if option != "CE" and option != "PE":
-                    _fail(
-                        source, row, "Option type", f"{option!r} on an option (expected CE or PE)"
-                    )
+                    fail(source, row, "Option type", f"{option!r} on an option (expected CE or PE)")
                 itype = option
                 # Parsed values are never negative, so -1.0 stands for "not parsed yet".
                 strike = floats.get(strike_s, -1.0)
@@ -468,7 +465,7 @@ def parse_fyers_rows(
             else:
                 _bad_uint(lot_s, _U32_MAX, source, row, "Minimum lot size")
             if isin and not (len(isin) == 12 and isin.isalnum() and isin.isascii()):
-                _fail(source, row, "ISIN", f"{isin!r} is not 12 letters and digits")
+                fail(source, row, "ISIN", f"{isin!r} is not 12 letters and digits")
 
             yield (
                 row,
@@ -551,10 +548,6 @@ def read_fyers(path: str | os.PathLike[str], source: str | None = None) -> Loade
     return loaded
 
 
-def _fail(source: str, row: int, field: str, detail: str) -> NoReturn:
-    fail(source, row, field, detail)
-
-
 def _wrong_width(fields: list[str], source: str, row: int) -> NoReturn:
     hint = " (is the file cut off?)" if len(fields) < WIDTH else ""
     if len(fields) < WIDTH and fields[0].isalpha():
@@ -567,13 +560,13 @@ def _unknown_kind(exchange_s: str, segment_s: str, type_s: str, source: str, row
     not document, or a refusal of the exchange, the segment or a type code that is no integer."""
     if exchange_s not in _EXCHANGES:
         if exchange_s.isdigit():
-            _fail(source, row, "Exchange", f"{exchange_s[:20]!r} is not a Fyers exchange code")
+            fail(source, row, "Exchange", f"{exchange_s[:20]!r} is not a Fyers exchange code")
         _bad_uint(exchange_s, 99, source, row, "Exchange")
     if (exchange_s, segment_s) not in _SEGMENTS:
         if not segment_s.isdigit():
             _bad_uint(segment_s, 99, source, row, "Segment")
         known = ", ".join(s for e, s in _SEGMENTS if e == exchange_s)
-        _fail(
+        fail(
             source,
             row,
             "Segment",
@@ -596,7 +589,7 @@ def _bad_uint(text: str, maximum: int, source: str, row: int, field: str) -> NoR
 
 def _out_of_range(text: str, maximum: int, source: str, row: int, field: str) -> NoReturn:
     shown = repr(text) if len(text) <= 30 else f"a {len(text):,}-digit number"
-    _fail(source, row, field, f"{shown} is out of range 0..{maximum}")
+    fail(source, row, field, f"{shown} is out of range 0..{maximum}")
 
 
 def _bad_fytoken(
@@ -615,7 +608,7 @@ def _bad_fytoken(
         why = f"has {middle!r} between exchange, segment and scrip code, where the rule wants" + (
             " 000000 for cash" if yymmdd == "000000" else f" the expiry {yymmdd} (YYMMDD)"
         )
-    _fail(
+    fail(
         source,
         row,
         "Fytoken",
@@ -626,8 +619,8 @@ def _bad_fytoken(
 
 def _bad_ticker(ticker: str, prefix: str, source: str, row: int) -> NoReturn:
     if not ticker:
-        _fail(source, row, "Symbol ticker", "is empty")
-    _fail(
+        fail(source, row, "Symbol ticker", "is empty")
+    fail(
         source,
         row,
         "Symbol ticker",
@@ -642,8 +635,8 @@ def _expiry(text: str, source: str, row: int) -> tuple[dt.date | None, str]:
         return None, "000000"
     if not (text.isdigit() and text.isascii()):
         if text[:1] == "-" and text[1:].isdigit():
-            _fail(source, row, "Expiry date", f"{text!r} is negative")
-        _fail(source, row, "Expiry date", f"{text!r} is not a time in epoch seconds")
+            fail(source, row, "Expiry date", f"{text!r} is negative")
+        fail(source, row, "Expiry date", f"{text!r} is not a time in epoch seconds")
     if len(text) > 12 or int(text) > _EXPIRY_MAX:
         _out_of_range(text, _EXPIRY_MAX, source, row, "Expiry date")
     seconds = int(text)

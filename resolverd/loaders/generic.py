@@ -127,6 +127,7 @@ from ._common import (
     CASH_EXCHANGES,
     DERIVATIVE_EXCHANGES,
     Loaded,
+    Warn,
     decode_utf8,
     fail,
     header_indexes,
@@ -148,8 +149,6 @@ __all__ = [
     "read_generic",
 ]
 
-Warn = Callable[[str, int | None, str | None], None]
-"""Told of each skipped row: (detail, row, field); `Loaded.warn` fits."""
 
 # The snapshot stores broker and feed names in 32 ASCII bytes (`compiler.MAX_NAME_BYTES`).
 _MAX_NAME_BYTES = 32

@@ -150,7 +150,7 @@ def parse_kite_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, In
         if token_s.isdigit() and token_s.isascii() and len(token_s) <= 20:
             token = int(token_s)
             if token > _U32_MAX:
-                _fail(source, row, "instrument_token", f"{token_s!r} is out of range 0..{_U32_MAX}")
+                fail(source, row, "instrument_token", f"{token_s!r} is out of range 0..{_U32_MAX}")
         else:
             _bad_uint(token_s, source, row, "instrument_token")
         if xtoken_s.isdigit() and xtoken_s.isascii() and len(xtoken_s) <= 20:
@@ -158,7 +158,7 @@ def parse_kite_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, In
         else:
             _bad_uint(xtoken_s, source, row, "exchange_token")
         if token >> 8 != xtoken:
-            _fail(
+            fail(
                 source,
                 row,
                 "instrument_token",
@@ -167,9 +167,9 @@ def parse_kite_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, In
                 f" {token >> 8}",
             )
         if not symbol:
-            _fail(source, row, "tradingsymbol", "is empty")
+            fail(source, row, "tradingsymbol", "is empty")
         if not exchange:
-            _fail(source, row, "exchange", "is empty")
+            fail(source, row, "exchange", "is empty")
 
         try:
             expiry = dates[expiry_s]
@@ -184,16 +184,14 @@ def parse_kite_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, In
         if lot_s.isdigit() and lot_s.isascii() and len(lot_s) <= 20:
             lot = int(lot_s)
             if lot > _U32_MAX:
-                _fail(source, row, "lot_size", f"{lot_s!r} is out of range 0..{_U32_MAX}")
+                fail(source, row, "lot_size", f"{lot_s!r} is out of range 0..{_U32_MAX}")
         else:
             _bad_uint(lot_s, source, row, "lot_size")
 
         key = f"{exchange}:{symbol}"
         first_row = seen.setdefault(key, row)
         if first_row != row:
-            _fail(
-                source, row, "tradingsymbol", f"{key} is listed twice: rows {first_row} and {row}"
-            )
+            fail(source, row, "tradingsymbol", f"{key} is listed twice: rows {first_row} and {row}")
         yield (
             row,
             Instrument(
@@ -238,10 +236,6 @@ def read_kite(path: str | os.PathLike[str], source: str | None = None) -> Loaded
     return loaded
 
 
-def _fail(source: str, row: int, field: str, detail: str) -> NoReturn:
-    fail(source, row, field, detail)
-
-
 def _bad_uint(text: str, source: str, row: int, field: str) -> NoReturn:
     """Reject `text`, which the hot loop found is not a plain run of ASCII digits, saying why."""
     parse_uint(text, source, row, field)
@@ -261,5 +255,5 @@ def _date(text: str, source: str, row: int) -> dt.date:
             try:
                 return dt.date(int(year), int(month), int(day))
             except ValueError as exc:
-                _fail(source, row, "expiry", f"{text!r} is not a date: {exc}")
-    _fail(source, row, "expiry", f"{text!r} is not a date (expected YYYY-MM-DD or DD-MM-YYYY)")
+                fail(source, row, "expiry", f"{text!r} is not a date: {exc}")
+    fail(source, row, "expiry", f"{text!r} is not a date (expected YYYY-MM-DD or DD-MM-YYYY)")

@@ -118,7 +118,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -126,7 +126,16 @@ import msgspec
 
 from ..errors import SourceError
 from ..model import EPOCH, BrokerToken, Instrument
-from ._common import Loaded, decode_utf8, fail, kite_segment, parse_uint, read_source, strip_eq
+from ._common import (
+    Loaded,
+    Warn,
+    decode_utf8,
+    fail,
+    kite_segment,
+    parse_uint,
+    read_source,
+    strip_eq,
+)
 
 __all__ = [
     "SEGMENTS",
@@ -138,8 +147,6 @@ __all__ = [
     "sniff",
 ]
 
-Warn = Callable[[str, int, str], None]
-"""Told of each skipped row: (detail, row, field), as `Loaded.warn` takes them."""
 
 # The families of segments; the hot loop compares them by identity.
 _CASH, _INDEX, _DERIVATIVE = "cash", "index", "derivative"
@@ -301,7 +308,7 @@ def parse_upstox_rows(
         if not ikey.startswith(bar) or len(ikey) == cut:
             _bad_key(ikey, segment, source, row)
         if not symbol:
-            _fail(source, row, "trading_symbol", "is empty")
+            fail(source, row, "trading_symbol", "is empty")
         reference = ikey[cut:]
 
         if kind is _DERIVATIVE:
@@ -317,7 +324,7 @@ def parse_upstox_rows(
             else:
                 xtoken = _derivative_token(ikey, reference, xtoken_value, segment, source, row)
             if ms is None:
-                _fail(source, row, "expiry", "is missing: a derivative needs one")
+                fail(source, row, "expiry", "is missing: a derivative needs one")
             expiry = dates.get(ms)
             if expiry is None:
                 expiry = dates[ms] = _date(ms, source, row)
@@ -325,7 +332,7 @@ def parse_upstox_rows(
                 strike = 0.0
             else:
                 if strike_value is None:
-                    _fail(source, row, "strike_price", "is missing: an option needs one")
+                    fail(source, row, "strike_price", "is missing: an option needs one")
                 strike = strikes.get(strike_value, -1.0)
                 if strike < 0:
                     strike = strikes[strike_value] = _rupees(
@@ -341,7 +348,7 @@ def parse_upstox_rows(
                 isin = ""
             elif isin:
                 if reference != isin:
-                    _fail(
+                    fail(
                         source,
                         row,
                         "instrument_key",
@@ -552,10 +559,6 @@ def _warn(warn: Warn | None, detail: str, row: int, field: str) -> None:
 
 def _skip_type(warn: Warn | None, what: str, itype: str, why: str, row: int) -> None:
     _warn(warn, f"{what} {_shown(itype)} {why}", row, "instrument_type")
-
-
-def _fail(source: str, row: int, field: str, detail: str) -> NoReturn:
-    fail(source, row, field, detail)
 
 
 def _missing(source: str, row: int, field: str) -> NoReturn:
