@@ -56,12 +56,17 @@ def _trade_date(text: str | None) -> dt.date:
         raise ConfigError(f"--trade-date {text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _build(args: argparse.Namespace, previous: dict[str, int] | None) -> tuple[Registry, Report]:
+def _register_mappings(args: argparse.Namespace) -> None:
     from .loaders import register_mapping
-    from .sources import build_registry
 
     for mapping in args.mapping or ():
         register_mapping(mapping)
+
+
+def _build(args: argparse.Namespace, previous: dict[str, int] | None) -> tuple[Registry, Report]:
+    from .sources import build_registry
+
+    _register_mappings(args)
     if not 0 <= args.max_drop <= 1:
         raise ConfigError(f"--max-drop {args.max_drop} is not a share between 0 and 1")
     return build_registry(
@@ -164,12 +169,10 @@ def cmd_db_init(args: argparse.Namespace) -> int:
 def cmd_db_ingest(args: argparse.Namespace) -> int:
     from .db import ingest, redact_dsn
     from .join import join
-    from .loaders import register_mapping
     from .sources import load_sources
     from .validate import check
 
-    for mapping in args.mapping or ():
-        register_mapping(mapping)
+    _register_mappings(args)
     dsn = _dsn(args)
     loaded = load_sources(args.sources)
     # The registry keeps every contract it is given (each compile drops what has expired by

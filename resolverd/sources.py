@@ -39,9 +39,7 @@ def load_sources(specs: Sequence[str]) -> list[Loaded]:
         if spec.startswith("synthetic="):
             raise ConfigError("synthetic=N is a whole universe and cannot be mixed with sources")
         if is_dsn(spec):
-            from .db import redact_dsn
-
-            label = f"postgres={redact_dsn(spec)}"
+            label = _postgres_label(spec)
             registry = load_registry(spec, source=label)
             records = Loaded(label)
             for row, instrument in enumerate(registry.instruments(), 1):
@@ -72,14 +70,9 @@ def build_registry(
         return _synthetic(specs[0], trade_date, previous, max_drop)
     if len(specs) == 1 and is_dsn(specs[0]):
         # A registry already joined and held to the gates by its constraints, read in columns.
-        from .db import redact_dsn
-
-        label = f"postgres={redact_dsn(specs[0])}"
+        label = _postgres_label(specs[0])
         registry = load_registry(specs[0], trade_date=trade_date, source=label)
-        report = Report(trade_date)
-        registry = drop_expired_columns(registry, label, report)
-        check_fall(report, previous, max_drop)
-        return registry, report
+        return _gated_columns(registry, label, previous, max_drop)
     with cycle_collector_paused():
         joined = join(load_sources(specs))
         kept, report = check(joined, trade_date=trade_date, previous=previous, max_drop=max_drop)
@@ -95,10 +88,23 @@ def _synthetic(
     if not size.isdigit() or int(size) < 1:
         raise ConfigError(f"source {spec!r}: N must be a positive whole number")
     registry = generate_universe(int(size), trade_date=trade_date or DEFAULT_TRADE_DATE)
+    return _gated_columns(registry, spec, previous, max_drop)
+
+
+def _gated_columns(
+    registry: Registry, label: str, previous: Mapping[str, int] | None, max_drop: float
+) -> tuple[Registry, Report]:
+    """The gates that apply to a registry that arrives in columns: expiry and fall in size."""
     report = Report(registry.trade_date)
-    registry = drop_expired_columns(registry, spec, report)
+    registry = drop_expired_columns(registry, label, report)
     check_fall(report, previous, max_drop)
     return registry, report
+
+
+def _postgres_label(dsn: str) -> str:
+    from .db import redact_dsn
+
+    return f"postgres={redact_dsn(dsn)}"
 
 
 def previous_counts(path: str | os.PathLike[str]) -> dict[str, int] | None:
