@@ -6,7 +6,9 @@ dict, the cheapest name lookup CPython has: closure cells cost about 20 ns more 
 keyword-only defaults about 100 ns (bench/bench_lookup.py measures the result). Element reads
 go through memoryviews, several times cheaper than numpy scalars, except a key's text, which a
 numpy ``S`` element gives NUL-stripped in half the time of slicing the memoryview. The formulas
-are the ones specified in `shm_layout`.
+are the ones specified in `shm_layout`. The ``followed_`` templates repeat their plain twins
+behind the generation check of a following resolver, written out rather than wrapped because a
+wrapper's extra call costs more than the lookup's whole budget for the check.
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ mask: Any = None
 missing: Any = None
 column: Any = None
 strict: Any = None
+feeds: Any = None
+control: Any = None
+sequence: Any = None
+follow: Any = None
+inner: Any = None
+attribute: Any = None
+
+# The control segment's `sequence` as an index into its 8-byte words (see shm_layout).
+SEQUENCE_WORD = 2
 
 
 def bind(function: Callable[..., Any], **tables: Any) -> Callable[..., Any]:
@@ -51,6 +62,24 @@ def bind(function: Callable[..., Any], **tables: Any) -> Callable[..., Any]:
 
 
 def token(key: str, broker: str) -> Any:
+    h = xxh(key.encode(), seed)
+    s = (h ^ mixes[pilots[h >> shift]]) % slots
+    if s >= n:
+        s = remap[s - n]
+    try:
+        col = columns[broker]
+    except KeyError:
+        raise unknown("broker", broker, columns) from None
+    if fingerprints[s] != h or (t := col[s]) == absent:
+        raise KeyError(key)
+    return t
+
+
+def followed_token(key: str, broker: str) -> Any:
+    """`token` behind the generation check of a following resolver: one 8-byte read; on a
+    change, the lookup is made by the generation `follow()` switched to."""
+    if control[2] != sequence:
+        return follow().token(key, broker)
     h = xxh(key.encode(), seed)
     s = (h ^ mixes[pilots[h >> shift]]) % slots
     if s >= n:
@@ -76,6 +105,66 @@ def get_token(key: str, broker: str, default: Any = None) -> Any:
     if fingerprints[s] != h or (t := col[s]) == absent:
         return default
     return t
+
+
+def followed_get_token(key: str, broker: str, default: Any = None) -> Any:
+    if control[2] != sequence:
+        return follow().get_token(key, broker, default)
+    h = xxh(key.encode(), seed)
+    s = (h ^ mixes[pilots[h >> shift]]) % slots
+    if s >= n:
+        s = remap[s - n]
+    try:
+        col = columns[broker]
+    except KeyError:
+        raise unknown("broker", broker, columns) from None
+    if fingerprints[s] != h or (t := col[s]) == absent:
+        return default
+    return t
+
+
+def followed(first: Any, second: Any, *rest: Any) -> Any:
+    """Any other lookup (`inner`, named `attribute` on the resolver) behind the generation
+    check; strict and cached lookups cost more than the extra call this wrapper adds."""
+    if control[2] != sequence:
+        return getattr(follow(), attribute)(first, second, *rest)
+    return inner(first, second, *rest)
+
+
+def key(token: Any, feed: str) -> Any:
+    try:
+        lookup = feeds[feed]
+    except KeyError:
+        raise unknown("feed", feed, feeds) from None
+    return lookup(token, missing)
+
+
+def get_key(token: Any, feed: str, default: Any = None) -> Any:
+    try:
+        lookup = feeds[feed]
+    except KeyError:
+        raise unknown("feed", feed, feeds) from None
+    return lookup(token, default)
+
+
+def followed_key(token: Any, feed: str) -> Any:
+    if control[2] != sequence:
+        return follow().key(token, feed)
+    try:
+        lookup = feeds[feed]
+    except KeyError:
+        raise unknown("feed", feed, feeds) from None
+    return lookup(token, missing)
+
+
+def followed_get_key(token: Any, feed: str, default: Any = None) -> Any:
+    if control[2] != sequence:
+        return follow().get_key(token, feed, default)
+    try:
+        lookup = feeds[feed]
+    except KeyError:
+        raise unknown("feed", feed, feeds) from None
+    return lookup(token, default)
 
 
 def fingerprint_ordinal(key: str) -> int:

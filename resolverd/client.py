@@ -39,21 +39,24 @@ from .shm_layout import (
     PILOT_MIX,
     Header,
     check_feed,
-    control_file_name,
-    read_control,
     read_header,
     verify_payload,
 )
 
 DEFAULT_SHM_DIR: Final = "/dev/shm"
+SYSTEMD_RUNTIME_DIR: Final = "/run/resolverd"
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _MISSING: Final = object()
 T = TypeVar("T")
 
 
 def shm_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Where named registries are published: the argument, $RESOLVERD_SHM_DIR, or /dev/shm."""
-    return Path(explicit or os.environ.get("RESOLVERD_SHM_DIR") or DEFAULT_SHM_DIR)
+    """Where named registries are published: the argument, else $RESOLVERD_SHM_DIR, else
+    /run/resolverd where it exists (the systemd unit's runtime directory), else /dev/shm."""
+    chosen = explicit or os.environ.get("RESOLVERD_SHM_DIR")
+    if chosen:
+        return Path(chosen)
+    return Path(SYSTEMD_RUNTIME_DIR if os.path.isdir(SYSTEMD_RUNTIME_DIR) else DEFAULT_SHM_DIR)
 
 
 def _map_file(path: Path, *, populate: bool) -> mmap.mmap:
@@ -164,6 +167,7 @@ class Resolver:
         verify: bool = False,
         cache_limit: int = 1 << 16,
         _owned: bool = False,
+        _follow: dict[str, Any] | None = None,
     ) -> None:
         """View a snapshot held in any buffer. Validates header and section table (and with
         `verify`, the payload checksum and every stored index); raises LayoutError."""
@@ -179,7 +183,7 @@ class Resolver:
             self._load()
             if verify:
                 self._verify_indexes()
-            self._bind(cache=cache, cache_limit=cache_limit)
+            self._bind(cache=cache, cache_limit=cache_limit, follow=_follow)
         except BaseException:
             self.close()
             raise
@@ -195,12 +199,14 @@ class Resolver:
         populate: bool = False,
         directory: str | os.PathLike[str] | None = None,
     ) -> Resolver:
-        """Map a snapshot file, or the current generation of a registry published by name.
+        """Map a snapshot file, or follow a registry published by name.
 
         A string without a path separator that matches ``[A-Za-z0-9_][A-Za-z0-9_.-]*``, does
         not end in ``.snap`` and is not an existing file is a registry name, looked up in
-        `directory` (default $RESOLVERD_SHM_DIR or /dev/shm). `populate` pre-faults the whole
-        mapping on open.
+        `directory` (see `shm_dir`). A resolver opened by name follows the registry: each
+        lookup first compares the control segment's sequence with the one it last saw (one
+        8-byte read) and, when a new generation was published, switches to it before it
+        resolves; see `refresh` and `on_swap`. `populate` pre-faults each mapping on open.
         """
         text = os.fspath(source)
         is_name = (
@@ -217,42 +223,11 @@ class Resolver:
             except FileNotFoundError:
                 raise UnavailableError(f"{path}: no such snapshot file") from None
             return cls._from_map(mapped, str(path), strict=strict, cache=cache, verify=verify)
-        return cls._open_named(
+        from ._follow import Following
+
+        return Following(
             text, shm_dir(directory), strict=strict, cache=cache, verify=verify, populate=populate
         )
-
-    @classmethod
-    def _open_named(cls, name: str, directory: Path, **options: Any) -> Resolver:
-        control_path = directory / control_file_name(name)
-        populate = options.pop("populate")
-        for _ in range(5):
-            try:
-                control_map = _map_file(control_path, populate=False)
-            except FileNotFoundError:
-                raise UnavailableError(
-                    f"registry {name!r} is not published in {directory} (no {control_path.name});"
-                    " is `resolverd serve` running?"
-                ) from None
-            with control_map:
-                state = read_control(control_map)
-            if state.generation == 0:
-                raise UnavailableError(f"registry {name!r}: no generation published yet")
-            if os.sep in state.snapshot or not state.snapshot:
-                raise LayoutError(
-                    f"{control_path}: field snapshot {state.snapshot!r} is not a file name"
-                )
-            try:
-                mapped = _map_file(directory / state.snapshot, populate=populate)
-            except FileNotFoundError:
-                continue  # swapped and unlinked between the two reads: read the control again
-            resolver = cls._from_map(mapped, str(directory / state.snapshot), **options)
-            if resolver.generation != state.generation:
-                raise LayoutError(
-                    f"{state.snapshot}: generation {resolver.generation} in the "
-                    f"snapshot, {state.generation} in the control segment"
-                )
-            return resolver
-        raise UnavailableError(f"registry {name!r}: its generation kept changing while opening")
 
     @classmethod
     def _from_map(cls, mapped: mmap.mmap, where: str, **options: Any) -> Resolver:
@@ -341,7 +316,7 @@ class Resolver:
 
     # -- single lookups -----------------------------------------------------------------------
 
-    def _bind(self, *, cache: bool, cache_limit: int) -> None:
+    def _bind(self, *, cache: bool, cache_limit: int, follow: dict[str, Any] | None) -> None:
         h = self.header
         keys = self._view("keys")
         width = h.key_width
@@ -362,40 +337,43 @@ class Resolver:
             "width": width,
             "unknown": _unknown,
         }
+        key_array = self._keys
+        feeds = {
+            name: _reverse_lookup(feed, key_array, self._broker_columns[feed.broker], self.strict)
+            for name, feed in self._feeds.items()
+        }
+        reverse = {"feeds": feeds, "missing": _MISSING, "unknown": _unknown}
+        fast = not (self.strict or cache)
         if self.strict:
             ordinal = _hot.bind(_hot.strict_ordinal, **tables)
             token = _hot.bind(_hot.strict_token, ordinal=ordinal, **tables)
             get_token = _hot.bind(_hot.strict_get_token, ordinal=ordinal, **tables)
         else:
             ordinal = _hot.bind(_hot.fingerprint_ordinal, **tables)
-            token = _hot.bind(_hot.token, **tables)
-            get_token = _hot.bind(_hot.get_token, **tables)
+            if follow is not None and fast:
+                token = _hot.bind(_hot.followed_token, **follow, **tables)
+                get_token = _hot.bind(_hot.followed_get_token, **follow, **tables)
+            else:
+                token = _hot.bind(_hot.token, **tables)
+                get_token = _hot.bind(_hot.get_token, **tables)
         if cache:
             token, get_token = _cached(token, get_token, columns, cache_limit)
-
-        key_array = self._keys
+        if follow is None:
+            key = _hot.bind(_hot.key, **reverse)
+            get_key = _hot.bind(_hot.get_key, **reverse)
+        else:
+            key = _hot.bind(_hot.followed_key, **follow, **reverse)
+            get_key = _hot.bind(_hot.followed_get_key, **follow, **reverse)
+            if not fast:
+                token = _hot.bind(_hot.followed, inner=token, attribute="token", **follow)
+                get_token = _hot.bind(
+                    _hot.followed, inner=get_token, attribute="get_token", **follow
+                )
+            # Where a following resolver's checks keep the sequence they compare with.
+            self._follow_namespaces = [f.__globals__ for f in (token, get_token, key, get_key)]
 
         def key_of(s: int) -> str:
             return key_array[s].decode()  # type: ignore[no-any-return]
-
-        feeds = {
-            name: _reverse_lookup(feed, key_array, self._broker_columns[feed.broker], self.strict)
-            for name, feed in self._feeds.items()
-        }
-
-        def key(token: int | str, feed: str) -> str:
-            try:
-                lookup = feeds[feed]
-            except KeyError:
-                raise _unknown("feed", feed, feeds) from None
-            return lookup(token, _MISSING)  # type: ignore[no-any-return]
-
-        def get_key(token: int | str, feed: str, default: T | None = None) -> str | T | None:
-            try:
-                lookup = feeds[feed]
-            except KeyError:
-                raise _unknown("feed", feed, feeds) from None
-            return lookup(token, default)  # type: ignore[no-any-return]
 
         self._ordinal = ordinal
         self._key_of = key_of
@@ -575,6 +553,23 @@ class Resolver:
 
     def broker_kind(self, broker: str) -> str:
         return "int" if _named("broker", self._broker_kinds, broker) == KIND_INT else "str"
+
+    # -- following ----------------------------------------------------------------------------
+
+    @property
+    def following(self) -> bool:
+        """True for a resolver opened by registry name, which follows new generations."""
+        return False
+
+    def refresh(self) -> bool:
+        """Switch to the registry's current generation now if it changed; True if it did.
+        Lookups do this by themselves; call it to switch while no lookups are made."""
+        return False
+
+    def on_swap(self, callback: Callable[[int, int], object]) -> None:
+        """Call ``callback(old_generation, new_generation)`` after each switch (in the thread
+        whose lookup noticed it). Only a resolver opened by registry name switches."""
+        raise UnavailableError("only a resolver opened by registry name follows swaps")
 
     # -- lifetime -----------------------------------------------------------------------------
 

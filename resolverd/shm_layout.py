@@ -196,12 +196,20 @@ offset  size  type   field
 64      64    |S64   snapshot: file name of the current generation, in the same directory
 ======  ====  =====  ======================================================================
 
-The control file is the only file the publisher writes in place; a snapshot file, once
-renamed to its published name, is never written, truncated or resized again. The publisher
-swaps with a seqlock: it sets ``sequence`` odd, writes the fields, then sets it to the next even
-value. A reader reads ``sequence`` (retrying while odd), the fields, and ``sequence`` again, and
-retries unless both reads agree. To notice a swap cheaply a reader compares ``generation``
-with the one it maps: a single 8-byte read.
+The control file is the only file the publisher writes in place, and it is never replaced
+once created (followers keep it mapped); a snapshot file, once renamed to its published name,
+is never written, truncated or resized again. A generation file is complete and its checksums
+verified before it is renamed to its published name. The publisher writes the control file
+with a seqlock: it sets ``sequence`` odd, writes the fields (``generation`` last), then sets it
+to the next even value. A reader reads ``sequence`` (retrying while odd), the fields, and
+``sequence`` again, and retries unless both reads agree.
+
+A following reader notices a swap cheaply by comparing ``sequence`` with the value it last read
+stable: a single 8-byte read on its lookup path. Comparing ``sequence`` rather than
+``generation`` also catches a control file repaired by a restarted publisher (whose
+predecessor died with ``sequence`` odd) and a control file retired by a purge, which sets
+``generation`` to 0 before the file is unlinked. A reader that finds ``sequence`` odd for longer
+than a few retries SHOULD keep its current generation and look again once ``sequence`` changes.
 
 Version history
 ---------------

@@ -1,0 +1,254 @@
+"""A resolver that follows a named registry from one generation to the next.
+
+`Resolver.open(NAME)` returns a `Following`: it maps the registry's control segment read-only
+and resolves through the current generation's `Resolver`, whose single lookups are bound with
+a check of the control segment's ``sequence`` (one 8-byte read; see `shm_layout`). When the
+sequence moved, the lookup first calls `_refresh`, which reads the control segment under its
+seqlock and, if a new generation is current, maps it and makes it current; the lookup is then
+made by that generation. So a lookup never mixes two generations: each generation's lookups
+and tables belong to one immutable snapshot, and a batch call takes the current generation
+once, at its start.
+
+A replaced generation is not closed: a lookup in another thread may still be running in it,
+and a caller may still hold a function bound to it. Its mapping is released when the last
+reference goes; the daemon unlinks its file after the grace period, which does not disturb a
+mapping.
+
+When the daemon dies the control file and the current generation stay, so lookups go on; when
+it comes back it rewrites the control file in place and the next lookup notices. A refresh
+that fails (file gone, bad file, a control segment left odd by a killed writer) keeps the
+current generation and is not retried until the sequence moves again.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import _hot
+from .client import Resolver, _map_file
+from .errors import LayoutError, ResolverError, UnavailableError
+from .shm_layout import CONTROL_SEQUENCE_OFFSET, ControlState, control_file_name, read_control
+
+__all__ = ["Following"]
+
+assert CONTROL_SEQUENCE_OFFSET == 8 * _hot.SEQUENCE_WORD
+
+_log = logging.getLogger("resolverd.client")
+
+# Resolver methods and properties that a Following answers from its current generation.
+_METHODS = (
+    "ordinals",
+    "tokens",
+    "feed_ordinals",
+    "keys",
+    "record",
+    "record_at",
+    "string",
+    "feed_size",
+    "feed_broker",
+    "feed_kind",
+    "broker_kind",
+    "__len__",
+    "__contains__",
+    "__iter__",
+)
+_PROPERTIES = (
+    "header",
+    "records",
+    "generation",
+    "checksum",
+    "trade_date",
+    "brokers",
+    "feeds",
+    "strict",
+)
+
+
+class Following(Resolver):
+    """The current generation of registry `name` in `directory`, followed across swaps."""
+
+    def __init__(self, name: str, directory: Path, **options: Any) -> None:
+        # Resolver.__init__ is not called: every table lives in the current generation.
+        self.name = name
+        self.directory = directory
+        self.control_path = directory / control_file_name(name)
+        self.swaps = 0
+        self.failed_refreshes = 0
+        self.last_error: str | None = None
+        self._options = options
+        self._callbacks: list[Callable[[int, int], object]] = []
+        self._lock = threading.Lock()
+        # The lookups reach back to this object only through a weak reference, so a dropped
+        # Following is freed (and unmapped) by reference counting, not by the cycle collector.
+        ref = weakref.ref(self)
+
+        def follow() -> Resolver:
+            following = ref()
+            if following is None:
+                raise ValueError("the resolver is closed")
+            return following._refresh()
+
+        self._follow = follow
+        try:
+            self._control: mmap.mmap | None = _map_file(self.control_path, populate=False)
+        except FileNotFoundError:
+            raise UnavailableError(
+                f"registry {name!r} is not published in {directory} "
+                f"(no {self.control_path.name}); is `resolverd serve` running?"
+            ) from None
+        self._words: memoryview | None = memoryview(self._control).cast("Q")
+        for _ in range(5):
+            state = read_control(self._control)
+            if state.generation == 0:
+                self.close()
+                raise UnavailableError(f"registry {name!r}: no generation published yet")
+            try:
+                self._install(self._open_generation(state))
+                return
+            except FileNotFoundError:
+                continue  # swapped and unlinked between the two reads: read the control again
+            except BaseException:
+                self.close()
+                raise
+        self.close()
+        raise UnavailableError(f"registry {name!r}: its generation kept changing while opening")
+
+    def _open_generation(self, state: ControlState) -> Resolver:
+        """Map the generation `state` names, with lookups that check `state.sequence`."""
+        if os.sep in state.snapshot or not state.snapshot:
+            raise LayoutError(
+                f"{self.control_path}: field snapshot {state.snapshot!r} is not a file name"
+            )
+        path = self.directory / state.snapshot
+        options = dict(self._options)
+        mapped = _map_file(path, populate=options.pop("populate"))
+        follow = {"control": self._words, "sequence": state.sequence, "follow": self._follow}
+        try:
+            current = Resolver(mapped, _owned=True, _follow=follow, **options)
+        except LayoutError as exc:
+            raise LayoutError(f"{path}: {exc}") from None
+        if current.generation != state.generation:
+            raise LayoutError(
+                f"{state.snapshot}: generation {current.generation} in the snapshot, "
+                f"{state.generation} in the control segment"
+            )
+        return current
+
+    def _install(self, current: Resolver) -> None:
+        self._current = current
+        self._sequence = current._follow_namespaces[0]["sequence"]
+        self.token, self.get_token = current.token, current.get_token
+        self.key, self.get_key = current.key, current.get_key
+
+    def _keep(self, current: Resolver, sequence: int) -> Resolver:
+        """Stay on `current` and stop checking until the sequence moves past `sequence`."""
+        for namespace in current._follow_namespaces:
+            namespace["sequence"] = sequence
+        self._sequence = sequence
+        return current
+
+    def _refresh(self) -> Resolver:
+        """The generation to resolve from now, switching to a new one if one was published."""
+        with self._lock:
+            current, words, control = self._current, self._words, self._control
+            if words is None or control is None:
+                raise ValueError("the resolver is closed")
+            seen = words[_hot.SEQUENCE_WORD]
+            if seen == self._sequence:
+                return current  # another thread switched while this one waited
+            try:
+                state = read_control(control, retries=100)
+            except LayoutError as exc:
+                return self._failed(current, seen, f"{self.control_path}: {exc}")
+            if state.generation in (0, current.generation):
+                return self._keep(current, state.sequence)  # repaired, adopted or purged
+            try:
+                fresh = self._open_generation(state)
+            except FileNotFoundError:
+                gone = f"{state.snapshot}: generation {state.generation} is gone"
+                return self._failed(current, state.sequence, gone)
+            except (ResolverError, OSError) as exc:
+                return self._failed(current, state.sequence, str(exc))
+            self._install(fresh)
+            self.swaps += 1
+        for callback in list(self._callbacks):
+            try:
+                callback(current.generation, fresh.generation)
+            except Exception:  # a callback's failure must not fail the lookup that ran it
+                _log.exception("on_swap callback %r failed", callback)
+        return fresh
+
+    def _failed(self, current: Resolver, sequence: int, error: str) -> Resolver:
+        self.failed_refreshes += 1
+        self.last_error = error
+        _log.warning(
+            "registry %s: staying on generation %d: %s", self.name, current.generation, error
+        )
+        return self._keep(current, sequence)
+
+    def _now(self) -> Resolver:
+        """The current generation, after switching if the sequence moved."""
+        words = self._words
+        if words is None:
+            raise ValueError("the resolver is closed")
+        if words[_hot.SEQUENCE_WORD] != self._sequence:
+            return self._refresh()
+        return self._current
+
+    @property
+    def following(self) -> bool:
+        return True
+
+    def refresh(self) -> bool:
+        generation = self._current.generation
+        return self._now().generation != generation
+
+    def on_swap(self, callback: Callable[[int, int], object]) -> None:
+        self._callbacks.append(callback)
+
+    def close(self) -> None:
+        """Unmap the control segment and the current generation; lookups then raise."""
+        words, self._words = self._words, None
+        if words is not None:
+            words.release()
+        control, self._control = self._control, None
+        if control is not None:
+            control.close()
+        current = self.__dict__.pop("_current", None)
+        if current is not None:
+            current.close()
+            self.token, self.get_token = current.token, current.get_token
+            self.key, self.get_key = current.key, current.get_key
+
+    def __repr__(self) -> str:
+        current = self.__dict__.get("_current")
+        generation = current.generation if current is not None else "closed"
+        return f"<Following {self.name!r} in {self.directory} at generation {generation}>"
+
+
+def _method(name: str) -> Callable[..., Any]:
+    def method(self: Following, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._now(), name)(*args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = getattr(Resolver, name).__doc__
+    return method
+
+
+def _property(name: str) -> property:
+    return property(
+        lambda self: getattr(self._now(), name), doc=f"The current generation's {name}."
+    )
+
+
+for _name in _METHODS:
+    setattr(Following, _name, _method(_name))
+for _name in _PROPERTIES:
+    setattr(Following, _name, _property(_name))

@@ -1,0 +1,331 @@
+"""Publishing a registry's generations in a memory-backed directory, and the swap.
+
+The files and the control-segment protocol are specified in `resolverd.shm_layout`; this module
+is the one writer. Its rules:
+
+1. A generation is written in full under a temporary name (``.resolverd.NAME.G.tmp``), its
+   header and payload checksum are verified, its mode and group are set, and only then is it
+   renamed to its published name. A reader can never map a partial file.
+2. A published generation file is never written, truncated or resized again: a reader touching
+   a mapping past the end of a truncated file dies of SIGBUS.
+3. The control file is created once (under a temporary name, then renamed) and from then on is
+   only written in place, under the seqlock. It is never replaced: following readers keep it
+   mapped and would never see a new inode.
+4. An old generation stays linked for the grace period after a swap, so a reader that has just
+   read the control segment still finds the file it names. Unlinking it later does not disturb
+   readers that map it: an unlinked mapping stays valid until its last unmap.
+5. Stopping leaves the control file and the current generation in place, so trading processes
+   keep resolving, and start resolving, while the daemon restarts. A new publisher adopts what
+   it finds, repairs a seqlock left odd by a killed writer, and removes every other file of that
+   registry (older generations and temporary files of a dead instance).
+
+The seqlock's stores are plain stores into a shared mapping. x86-64 keeps stores in program
+order (TSO), which is what the protocol needs; a port to a weakly ordered CPU needs fences.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LayoutError, UnavailableError
+from ..shm_layout import (
+    CONTROL_DTYPE,
+    CONTROL_GENERATION_OFFSET,
+    CONTROL_MAGIC,
+    CONTROL_SEQUENCE_OFFSET,
+    CONTROL_SIZE,
+    CONTROL_VERSION,
+    ControlState,
+    Header,
+    control_file_name,
+    encode_control,
+    field_offset,
+    read_header,
+    snapshot_file_name,
+    verify_payload,
+)
+
+__all__ = ["Published", "Publisher", "purge"]
+
+_CHECKSUM_OFFSET = field_offset(CONTROL_DTYPE, "payload_checksum")
+_UPDATED_OFFSET = field_offset(CONTROL_DTYPE, "updated_ns")
+_PID_OFFSET = field_offset(CONTROL_DTYPE, "publisher_pid")
+_SNAPSHOT_OFFSET = field_offset(CONTROL_DTYPE, "snapshot")
+_SNAPSHOT_SIZE = CONTROL_DTYPE.fields["snapshot"][0].itemsize  # type: ignore[index]
+
+
+@dataclass(frozen=True)
+class Published:
+    """One generation made current."""
+
+    generation: int
+    path: Path
+    header: Header
+    previous: Path | None
+
+
+def _generation_files(directory: Path, name: str) -> dict[int, Path]:
+    """Published generation files of `name` in `directory`, by generation."""
+    pattern = re.compile(re.escape(f"resolverd.{name}.") + r"(\d{1,20})\.snap")
+    found = {}
+    for entry in os.scandir(directory):
+        match = pattern.fullmatch(entry.name)
+        if match:
+            found[int(match[1])] = Path(entry.path)
+    return found
+
+
+def _temporary_files(directory: Path, name: str) -> list[Path]:
+    pattern = re.compile(re.escape(f".resolverd.{name}.") + r"\d{1,20}\.tmp")
+    return [Path(e.path) for e in os.scandir(directory) if pattern.fullmatch(e.name)]
+
+
+def _checked_file(path: Path, generation: int | None = None) -> Header:
+    """The header of a complete, intact snapshot file (payload checksum included)."""
+    # Read, not mapped: a view kept alive by an exception's traceback would pin a mapping.
+    data = path.read_bytes()
+    header = read_header(data)
+    if header.file_size != len(data):
+        raise LayoutError(f"the header says {header.file_size} bytes, the file has {len(data)}")
+    verify_payload(data, header)
+    if generation is not None and header.generation != generation:
+        raise LayoutError(f"generation {header.generation} in the file, expected {generation}")
+    return header
+
+
+class Publisher:
+    """The one writer of a registry's files in `directory` (see the module rules).
+
+    `mode` and `gid` (None: the process's group) apply to every file it creates; `grace` is
+    how many seconds a replaced generation stays linked.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        name: str,
+        *,
+        mode: int = 0o640,
+        gid: int | None = None,
+        grace: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = Path(directory)
+        self.name = name
+        self.mode, self.gid, self.grace, self._clock = mode, gid, grace, clock
+        self.control_path = self.directory / control_file_name(name)
+        self._control: mmap.mmap | None = None
+        self.generation = 0
+        self.current: Path | None = None
+        self.header: Header | None = None
+        self._next = 1
+        self._retiring: list[tuple[float, Path]] = []
+
+    # -- start ----------------------------------------------------------------------------------
+
+    def adopt(self) -> list[Path]:
+        """Take over the directory: keep the current generation a previous instance left (or
+        the newest intact one), repair the control file, remove the rest. Returns the files
+        removed. Raises UnavailableError if the directory is unusable, LayoutError if a file
+        of the control file's name is not a control file."""
+        if not self.directory.is_dir():
+            raise UnavailableError(f"{self.directory}: no such directory to publish in")
+        files = _generation_files(self.directory, self.name)
+        claimed = self._open_control()
+        self._next = max([claimed, *files], default=0) + 1
+        current, header = self._pick_current(claimed, files)
+        removed = []
+        for generation, path in files.items():
+            if generation != current:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        for path in _temporary_files(self.directory, self.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+        if current and header is not None:
+            self.generation, self.current, self.header = current, files[current], header
+            self._write_control(current, header.payload_checksum, files[current].name)
+        else:
+            self._write_control(0, 0, "")
+        return removed
+
+    def _pick_current(self, claimed: int, files: dict[int, Path]) -> tuple[int, Header | None]:
+        """The generation to keep serving and its header: the control file's if its file is
+        intact, else the newest intact file, else none (0)."""
+        candidates = sorted(files, reverse=True)
+        if claimed in files:
+            candidates.remove(claimed)
+            candidates.insert(0, claimed)
+        for generation in candidates:
+            try:
+                return generation, _checked_file(files[generation], generation)
+            except (LayoutError, OSError, ValueError):
+                continue
+        return 0, None
+
+    def _open_control(self) -> int:
+        """Map the control file read-write (creating it if absent); the generation it names."""
+        if not self.control_path.exists():
+            temporary = self.directory / f".{self.control_path.name}.{os.getpid()}.tmp"
+            self._create(temporary, encode_control(ControlState(0, 0, 0, 0, 0, "")))
+            os.rename(temporary, self.control_path)
+        fd = os.open(self.control_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            if os.fstat(fd).st_size != CONTROL_SIZE:
+                raise LayoutError(f"{self.control_path}: not a control file (size)")
+            self._control = mmap.mmap(fd, CONTROL_SIZE)
+        finally:
+            os.close(fd)
+        raw = np.frombuffer(self._control[:CONTROL_SIZE], dtype=CONTROL_DTYPE)[0]
+        if bytes(raw["magic"]) != CONTROL_MAGIC or int(raw["version"]) != CONTROL_VERSION:
+            self.close()
+            raise LayoutError(f"{self.control_path}: not a resolverd control file")
+        return int(raw["generation"])
+
+    def _create(self, path: Path, data: bytes | bytearray | memoryview) -> None:
+        """Write a new file with the publisher's mode and group; the name must be unused."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode)
+        try:
+            os.fchmod(fd, self.mode)  # the umask may have narrowed it
+            if self.gid is not None:
+                os.fchown(fd, -1, self.gid)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+
+    # -- swap -----------------------------------------------------------------------------------
+
+    @property
+    def next_generation(self) -> int:
+        return self._next
+
+    def temporary_path(self, generation: int) -> Path:
+        """Where a generation is written before it is published (see `publish_file`)."""
+        return self.directory / f".resolverd.{self.name}.{generation}.tmp"
+
+    def publish(self, snapshot: bytes | bytearray | memoryview) -> Published:
+        """Publish a snapshot stamped with generation `next_generation` (compile it with
+        ``compile_snapshot(registry, generation=publisher.next_generation)``)."""
+        header = read_header(snapshot)
+        temporary = self.temporary_path(header.generation)
+        temporary.unlink(missing_ok=True)
+        self._create(temporary, snapshot)
+        return self.publish_file(temporary)
+
+    def publish_file(self, temporary: Path) -> Published:
+        """Verify a complete snapshot file written at `temporary_path(generation)`, rename it
+        to its published name and make it current. On any error the file is removed and the
+        current generation stays current."""
+        assert self._control is not None, "adopt() first"
+        try:
+            header = _checked_file(temporary, self._next)
+            os.chmod(temporary, self.mode)
+            if self.gid is not None:
+                os.chown(temporary, -1, self.gid)
+            final = self.directory / snapshot_file_name(self.name, header.generation)
+            os.rename(temporary, final)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        self._write_control(header.generation, header.payload_checksum, final.name)
+        previous = self.current
+        if previous is not None:
+            self._retiring.append((self._clock() + self.grace, previous))
+        self.generation, self.current, self.header = header.generation, final, header
+        self._next = header.generation + 1
+        return Published(header.generation, final, header, previous)
+
+    def _write_control(self, generation: int, checksum: int, snapshot: str) -> None:
+        """One seqlock write: sequence odd, fields, sequence even (generation last but one, so
+        a reader that sees the new generation sees the new file name too)."""
+        control = self._control
+        assert control is not None
+        sequence = struct.unpack_from("<Q", control, CONTROL_SEQUENCE_OFFSET)[0]
+        odd = sequence + 1 if sequence % 2 == 0 else sequence
+        struct.pack_into("<Q", control, CONTROL_SEQUENCE_OFFSET, odd)
+        name = snapshot.encode("ascii")
+        struct.pack_into(f"{_SNAPSHOT_SIZE}s", control, _SNAPSHOT_OFFSET, name)
+        struct.pack_into("<Q", control, _CHECKSUM_OFFSET, checksum)
+        struct.pack_into("<q", control, _UPDATED_OFFSET, time.time_ns())
+        struct.pack_into("<Q", control, _PID_OFFSET, os.getpid())
+        struct.pack_into("<Q", control, CONTROL_GENERATION_OFFSET, generation)
+        struct.pack_into("<Q", control, CONTROL_SEQUENCE_OFFSET, odd + 1)
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def expire(self, *, everything: bool = False) -> list[Path]:
+        """Unlink replaced generations whose grace period is over (all of them with
+        `everything`, as on a stop). Returns the files unlinked."""
+        now = self._clock()
+        due = [path for deadline, path in self._retiring if everything or deadline <= now]
+        self._retiring = [(d, p) for d, p in self._retiring if p not in due]
+        for path in due:
+            path.unlink(missing_ok=True)
+        return due
+
+    def next_expiry(self) -> float | None:
+        """Seconds until the next replaced generation is due for unlinking, if any."""
+        if not self._retiring:
+            return None
+        return max(0.0, min(d for d, _ in self._retiring) - self._clock())
+
+    def linked(self) -> list[Path]:
+        """Every generation file of this registry still linked: the current one and those
+        in their grace period."""
+        paths = [path for _, path in self._retiring]
+        return [*paths, self.current] if self.current else paths
+
+    def close(self) -> None:
+        """Stop writing: replaced generations are unlinked now; the control file and the
+        current generation stay for readers and for the next instance."""
+        self.expire(everything=True)
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+
+def purge(directory: str | os.PathLike[str], name: str) -> list[Path]:
+    """Remove every file of registry `name`: control file, generations, temporary files.
+
+    The control file is first marked as having no generation, so a following reader that
+    checks it keeps the generation it has instead of looking for a file that is gone.
+    """
+    folder = Path(directory)
+    control_path = folder / control_file_name(name)
+    removed = []
+    try:
+        fd = os.open(control_path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        pass
+    else:
+        try:
+            if os.fstat(fd).st_size == CONTROL_SIZE:
+                with mmap.mmap(fd, CONTROL_SIZE) as control:
+                    if control[:8] == CONTROL_MAGIC:
+                        sequence = struct.unpack_from("<Q", control, CONTROL_SEQUENCE_OFFSET)[0]
+                        odd = sequence | 1
+                        struct.pack_into("<Q", control, CONTROL_SEQUENCE_OFFSET, odd)
+                        struct.pack_into("<Q", control, CONTROL_GENERATION_OFFSET, 0)
+                        struct.pack_into("<Q", control, CONTROL_SEQUENCE_OFFSET, odd + 1)
+        finally:
+            os.close(fd)
+        control_path.unlink(missing_ok=True)
+        removed.append(control_path)
+    for path in [*_generation_files(folder, name).values(), *_temporary_files(folder, name)]:
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

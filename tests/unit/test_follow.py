@@ -1,0 +1,255 @@
+"""A resolver opened by registry name follows the publisher from generation to generation."""
+
+from __future__ import annotations
+
+import gc
+import os
+import struct
+import threading
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resolverd import Registry, Resolver, UnavailableError, compile_snapshot
+from resolverd.daemon.publish import Publisher, purge
+from resolverd.shm_layout import CONTROL_SEQUENCE_OFFSET, control_file_name
+
+from .registries import instrument
+
+
+def snapshot(generation: int, infy: int, *, extra: str | None = None) -> bytearray:
+    instruments = [instrument("NSE:INFY", infy), instrument("NSE:TCS", 2953217)]
+    if extra:
+        instruments.append(instrument(extra, 5000 + generation))
+    return compile_snapshot(Registry.from_instruments(instruments), generation=generation)
+
+
+@pytest.fixture
+def publisher(tmp_path: Path) -> Publisher:
+    publisher = Publisher(tmp_path, "universe", grace=0.0)
+    publisher.adopt()
+    publisher.publish(snapshot(1, 408065))
+    return publisher
+
+
+def open_followed(publisher: Publisher, **options: bool) -> Resolver:
+    return Resolver.open("universe", directory=publisher.directory, **options)
+
+
+def test_a_named_resolver_follows_the_next_generation_on_its_next_lookup(
+    publisher: Publisher,
+) -> None:
+    with open_followed(publisher) as resolver:
+        assert resolver.following
+        assert resolver.token("NSE:INFY", "kite") == 408065
+        publisher.publish(snapshot(2, 999, extra="NSE:WIPRO"))
+        assert resolver.token("NSE:INFY", "kite") == 999
+        assert resolver.generation == 2
+        assert resolver.key(5002, "kite") == "NSE:WIPRO"
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"strict": True}, {"cache": True}, {"strict": True, "cache": True}]
+)
+def test_every_lookup_kind_follows_in_every_mode(
+    publisher: Publisher, options: dict[str, bool]
+) -> None:
+    with open_followed(publisher, **options) as resolver:
+        assert resolver.get_token("NSE:INFY", "kite") == 408065
+        publisher.publish(snapshot(2, 999))
+        assert resolver.get_token("NSE:INFY", "kite") == 999
+        publisher.publish(snapshot(3, 1001))
+        assert resolver.token("NSE:INFY", "kite") == 1001
+        publisher.publish(snapshot(4, 1002))
+        assert resolver.get_key(1002, "kite") == "NSE:INFY"
+        publisher.publish(snapshot(5, 1003))
+        assert resolver.key(1003, "kite") == "NSE:INFY"
+        assert resolver.get_key(1002, "kite", "gone") == "gone"
+
+
+def test_a_lookup_bound_before_a_swap_resolves_from_the_new_generation(
+    publisher: Publisher,
+) -> None:
+    with open_followed(publisher) as resolver:
+        token = resolver.token
+        publisher.publish(snapshot(2, 999))
+        assert token("NSE:INFY", "kite") == 999
+
+
+def test_batch_lookups_and_metadata_follow(publisher: Publisher) -> None:
+    with open_followed(publisher) as resolver:
+        publisher.publish(snapshot(2, 999, extra="NSE:WIPRO"))
+        assert resolver.tokens(["NSE:INFY", "NSE:WIPRO"], "kite").tolist() == [999, 5002]
+        assert resolver.keys(np.array([999, 5002]), "kite").tolist() == [b"NSE:INFY", b"NSE:WIPRO"]
+        assert len(resolver) == 3
+        assert "NSE:WIPRO" in resolver
+        assert resolver.record("NSE:WIPRO").tokens[0].value == 5002
+
+
+def test_on_swap_reports_old_and_new_generation_once(publisher: Publisher) -> None:
+    seen: list[tuple[int, int]] = []
+    with open_followed(publisher) as resolver:
+        resolver.on_swap(lambda old, new: seen.append((old, new)))
+        publisher.publish(snapshot(2, 999))
+        resolver.token("NSE:INFY", "kite")
+        resolver.token("NSE:INFY", "kite")
+        assert seen == [(1, 2)]
+
+
+def test_a_failing_swap_callback_does_not_fail_the_lookup(
+    publisher: Publisher, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(old: int, new: int) -> None:
+        raise RuntimeError("callback bug")
+
+    with open_followed(publisher) as resolver:
+        resolver.on_swap(broken)
+        publisher.publish(snapshot(2, 999))
+        assert resolver.token("NSE:INFY", "kite") == 999
+    assert "callback bug" in caplog.text
+
+
+def test_refresh_switches_without_a_lookup(publisher: Publisher) -> None:
+    with open_followed(publisher) as resolver:
+        assert resolver.refresh() is False
+        publisher.publish(snapshot(2, 999))
+        assert resolver.refresh() is True
+        assert resolver.generation == 2
+
+
+def test_a_generation_whose_file_is_gone_keeps_the_current_one_until_the_next_swap(
+    publisher: Publisher,
+) -> None:
+    with open_followed(publisher) as resolver:
+        published = publisher.publish(snapshot(2, 999))
+        published.path.unlink()
+        assert resolver.token("NSE:INFY", "kite") == 408065
+        assert resolver.failed_refreshes == 1  # type: ignore[attr-defined]
+        assert "generation 2 is gone" in (resolver.last_error or "")  # type: ignore[attr-defined]
+        assert resolver.token("NSE:INFY", "kite") == 408065
+        assert resolver.failed_refreshes == 1  # type: ignore[attr-defined]
+        publisher.publish(snapshot(3, 1001))
+        assert resolver.token("NSE:INFY", "kite") == 1001
+
+
+def test_a_writer_killed_mid_swap_leaves_readers_on_their_generation_until_repaired(
+    publisher: Publisher,
+) -> None:
+    control = publisher.directory / control_file_name("universe")
+    with open_followed(publisher) as resolver:
+        publisher.close()
+        with open(control, "r+b") as file:
+            sequence = struct.unpack("<Q", file.read(24)[16:24])[0]
+            file.seek(CONTROL_SEQUENCE_OFFSET)
+            file.write(struct.pack("<Q", sequence + 1))
+        assert resolver.token("NSE:INFY", "kite") == 408065
+        assert resolver.failed_refreshes == 1  # type: ignore[attr-defined]
+        restarted = Publisher(publisher.directory, "universe")
+        restarted.adopt()
+        assert resolver.token("NSE:INFY", "kite") == 408065
+        restarted.publish(snapshot(restarted.next_generation, 999))
+        assert resolver.token("NSE:INFY", "kite") == 999
+
+
+def test_a_reader_keeps_resolving_while_the_publisher_is_gone_and_follows_its_successor(
+    publisher: Publisher,
+) -> None:
+    with open_followed(publisher) as resolver:
+        publisher.close()
+        assert resolver.token("NSE:INFY", "kite") == 408065
+        successor = Publisher(publisher.directory, "universe")
+        successor.adopt()
+        successor.publish(snapshot(successor.next_generation, 999))
+        assert resolver.token("NSE:INFY", "kite") == 999
+
+
+def test_after_a_purge_a_follower_keeps_its_generation(publisher: Publisher) -> None:
+    with open_followed(publisher) as resolver:
+        publisher.close()
+        purge(publisher.directory, "universe")
+        assert resolver.token("NSE:INFY", "kite") == 408065
+        assert resolver.generation == 1
+    with pytest.raises(UnavailableError, match="not published"):
+        open_followed(publisher)
+
+
+def test_a_generation_unlinked_after_its_grace_still_resolves_for_its_holder(
+    publisher: Publisher,
+) -> None:
+    with open_followed(publisher) as resolver:
+        old_lookup = resolver._current.token  # type: ignore[attr-defined]
+        publisher.publish(snapshot(2, 999))
+        resolver.refresh()
+        publisher.expire()
+        assert not (publisher.directory / "resolverd.universe.1.snap").exists()
+        assert resolver._current.token("NSE:INFY", "kite") == 999  # type: ignore[attr-defined]
+        del old_lookup
+
+
+def test_a_closed_follower_refuses_lookups(publisher: Publisher) -> None:
+    resolver = open_followed(publisher)
+    token = resolver.token
+    resolver.close()
+    with pytest.raises(ValueError, match="closed"):
+        resolver.token("NSE:INFY", "kite")
+    with pytest.raises(ValueError):  # a lookup bound before close: its views are released
+        token("NSE:INFY", "kite")
+    with pytest.raises(ValueError, match="closed"):
+        len(resolver)
+
+
+def test_a_dropped_follower_is_freed_without_the_cycle_collector(publisher: Publisher) -> None:
+    gc.disable()
+    try:
+        resolver = open_followed(publisher)
+        ref = weakref.ref(resolver)
+        del resolver
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_a_resolver_of_a_file_does_not_follow(publisher: Publisher) -> None:
+    assert publisher.current is not None
+    with Resolver.open(publisher.current) as resolver:
+        assert not resolver.following
+        assert resolver.refresh() is False
+        with pytest.raises(UnavailableError, match="registry name"):
+            resolver.on_swap(lambda old, new: None)
+
+
+def test_threads_resolving_through_swaps_always_see_a_whole_generation(
+    publisher: Publisher,
+) -> None:
+    """Each generation g maps NSE:INFY to 1000 + g and NSE:G<g> to g: a lookup that mixed two
+    generations would return a token that disagrees with the generation it came from."""
+    errors: list[str] = []
+    stop = threading.Event()
+    with open_followed(publisher) as resolver:
+
+        def read() -> None:
+            while not stop.is_set():
+                batch = resolver.tokens(["NSE:INFY"], "kite")
+                if batch[0] not in (408065,) and batch[0] < 1000:
+                    errors.append(f"batch {batch[0]}")
+                token = resolver.get_token("NSE:INFY", "kite")
+                if token != 408065 and not 1000 < token < 2000:
+                    errors.append(f"token {token}")
+
+        threads = [threading.Thread(target=read) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for generation in range(2, 60):
+            publisher.publish(snapshot(generation, 1000 + generation))
+            publisher.expire()
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert resolver.token("NSE:INFY", "kite") == 1059
+    assert errors == []
+    assert set(os.listdir(publisher.directory)) == {
+        control_file_name("universe"),
+        "resolverd.universe.59.snap",
+    }
