@@ -360,6 +360,122 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if correct else 70
 
 
+# -- the daemon -------------------------------------------------------------------------------
+
+
+def _serve_config(args: argparse.Namespace) -> Any:
+    from .config import load_config, simple_config
+
+    if args.config and args.sources:
+        raise ConfigError("give either --config FILE or SOURCE... --name NAME, not both")
+    if args.config:
+        config = load_config(args.config)
+    elif args.sources:
+        if not args.name:
+            raise ConfigError("serving SOURCE... needs --name NAME (what readers open)")
+        settings: dict[str, Any] = {}
+        for option in ("trade_date", "max_drop", "mapping"):
+            value = getattr(args, option)
+            if value is not None:
+                settings["mappings" if option == "mapping" else option] = value
+        config = simple_config(args.name, args.sources, **settings)
+    else:
+        raise ConfigError("nothing to serve: pass --config FILE or SOURCE... --name NAME")
+    overrides = {
+        key: value
+        for key, value in (("runtime_dir", args.dir), ("metrics", args.metrics))
+        if value is not None
+    }
+    if overrides:
+        config = msgspec.structs.replace(
+            config, daemon=msgspec.structs.replace(config.daemon, **overrides)
+        )
+    return config
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .daemon.app import serve
+    from .daemon.logs import configure_logging
+
+    config = _serve_config(args)
+    configure_logging(args.log_format or config.daemon.log_format, config.daemon.log_level)
+    return serve(config)
+
+
+def _control_endpoint(args: argparse.Namespace) -> str:
+    """The daemon's control socket: --control, --config's, $RESOLVERD_CONTROL, or the default
+    in the directory readers use (see `client.shm_dir`)."""
+    if args.control:
+        return str(args.control)
+    if args.config:
+        from .config import load_config, resolve_paths
+
+        return resolve_paths(load_config(args.config)).control
+    from .client import shm_dir
+
+    return os.environ.get("RESOLVERD_CONTROL") or f"ipc://{shm_dir() / 'resolverd.control'}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .daemon.control import request
+
+    status = request(_control_endpoint(args), "status", timeout=args.timeout)
+    if args.json:
+        _print_json(status)
+        return 0
+    print(f"resolverd pid {status['pid']}, up since {status['started_at']}")
+    print(f"  publishing in {status['runtime_dir']}; announcements on {status['publish']}")
+    for name, registry in status["registries"].items():
+        last = registry["last_reload"] or {}
+        feeds = ", ".join(f"{feed} {count:,}" for feed, count in registry["feeds"].items())
+        print(
+            f"{name}: generation {registry['generation']}, {registry['instruments']:,} "
+            f"instruments, trade date {registry['trade_date']}, checksum {registry['checksum']}"
+        )
+        if feeds:
+            print(f"  feeds: {feeds}")
+        if last:
+            print(
+                f"  last reload {last['at']}: {last['result']} in {last['seconds']} s"
+                f" ({last['trigger']})" + (f": {last['error']}" if last["error"] else "")
+            )
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from .daemon.control import request
+
+    timeout = args.timeout if args.no_wait else max(args.timeout, 600.0)
+    result = request(
+        _control_endpoint(args), "reload", args.name, wait=not args.no_wait, timeout=timeout
+    )
+    if args.json:
+        _print_json(result)
+    code = 0
+    for name, outcome in result.items():
+        if isinstance(outcome, str):
+            print(f"{name}: reload {outcome}") if not args.json else None
+            continue
+        last = outcome["last_reload"]
+        if not args.json:
+            detail = f": {last['error']}" if last["error"] else ""
+            print(f"{name}: {last['result']}, generation {outcome['generation']}{detail}")
+        code = code or int(last["exit_code"])
+    return code
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from .client import shm_dir
+    from .daemon.publish import purge
+
+    removed = purge(shm_dir(args.dir), args.name)
+    for path in removed:
+        print(f"removed {path}")
+    if not removed:
+        print(f"registry {args.name!r}: nothing to remove in {shm_dir(args.dir)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="resolverd", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -452,6 +568,43 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--verify", action="store_true", help="also check the payload checksum")
     inspect.add_argument("--json", action="store_true")
     inspect.set_defaults(run=cmd_inspect)
+
+    serve = commands.add_parser(
+        "serve", help="publish registries in shared memory and keep them current"
+    )
+    serve.add_argument(
+        "sources", nargs="*", metavar="SOURCE", help="serve these sources as registry --name"
+    )
+    serve.add_argument("--name", help="the registry name readers open (with SOURCE...)")
+    serve.add_argument("--config", help="a TOML configuration (instead of SOURCE...)")
+    serve.add_argument("--dir", help="where to publish (overrides daemon.runtime_dir)")
+    serve.add_argument("--metrics", help="HOST:PORT of the metrics endpoint, '' for none")
+    serve.add_argument("--trade-date", help="YYYY-MM-DD (default: today in India, each reload)")
+    serve.add_argument("--max-drop", type=float, help=f"default {DEFAULT_MAX_DROP}")
+    serve.add_argument("--mapping", action="append", metavar="TOML")
+    serve.add_argument("--log-format", choices=("json", "text"))
+    serve.set_defaults(run=cmd_serve)
+
+    for name, run, what in (
+        ("status", cmd_status, "what the running daemon serves"),
+        ("reload", cmd_reload, "reload now and wait for the result"),
+    ):
+        command = commands.add_parser(name, help=what)
+        if name == "reload":
+            command.add_argument("name", nargs="?", help="one registry (default: all)")
+            command.add_argument("--no-wait", action="store_true")
+        command.add_argument("--config", help="the daemon's TOML configuration")
+        command.add_argument("--control", help="the daemon's control endpoint")
+        command.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+        command.add_argument("--json", action="store_true")
+        command.set_defaults(run=run)
+
+    purge = commands.add_parser(
+        "purge", help="remove every file of a registry (the daemon must be stopped)"
+    )
+    purge.add_argument("name")
+    purge.add_argument("--dir", help="the publishing directory (default as readers find it)")
+    purge.set_defaults(run=cmd_purge)
     return parser
 
 

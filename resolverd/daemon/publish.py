@@ -14,7 +14,10 @@ is the one writer. Its rules:
 4. An old generation stays linked for the grace period after a swap, so a reader that has just
    read the control segment still finds the file it names. Unlinking it later does not disturb
    readers that map it: an unlinked mapping stays valid until its last unmap.
-5. Stopping leaves the control file and the current generation in place, so trading processes
+5. One publisher per registry and directory: `adopt` takes an exclusive lock on
+   ``.resolverd.NAME.lock`` and holds it until `close`, so a second daemon (or `purge`) cannot
+   write under a running one.
+6. Stopping leaves the control file and the current generation in place, so trading processes
    keep resolving, and start resolving, while the daemon restarts. A new publisher adopts what
    it finds, repairs a seqlock left odd by a killed writer, and removes every other file of that
    registry (older generations and temporary files of a dead instance).
@@ -25,6 +28,7 @@ order (TSO), which is what the protocol needs; a port to a weakly ordered CPU ne
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import re
@@ -129,6 +133,7 @@ class Publisher:
         self.header: Header | None = None
         self._next = 1
         self._retiring: list[tuple[float, Path]] = []
+        self._lock: int | None = None
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -139,6 +144,7 @@ class Publisher:
         of the control file's name is not a control file."""
         if not self.directory.is_dir():
             raise UnavailableError(f"{self.directory}: no such directory to publish in")
+        self._lock = _lock(self.directory, self.name, self.mode)
         files = _generation_files(self.directory, self.name)
         claimed = self._open_control()
         self._next = max([claimed, *files], default=0) + 1
@@ -296,6 +302,23 @@ class Publisher:
         if self._control is not None:
             self._control.close()
             self._control = None
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def _lock(directory: Path, name: str, mode: int) -> int:
+    """Hold the registry's lock file (rule 5); UnavailableError if another process does."""
+    path = directory / f".resolverd.{name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UnavailableError(
+            f"registry {name!r} in {directory} is served by another running process"
+        ) from None
+    return fd
 
 
 def purge(directory: str | os.PathLike[str], name: str) -> list[Path]:
@@ -306,6 +329,17 @@ def purge(directory: str | os.PathLike[str], name: str) -> list[Path]:
     """
     folder = Path(directory)
     control_path = folder / control_file_name(name)
+    removed = []
+    lock = _lock(folder, name, 0o600)
+    try:
+        removed += _purge(folder, name, control_path)
+        (folder / f".resolverd.{name}.lock").unlink()
+    finally:
+        os.close(lock)
+    return removed
+
+
+def _purge(folder: Path, name: str, control_path: Path) -> list[Path]:
     removed = []
     try:
         fd = os.open(control_path, os.O_RDWR | os.O_CLOEXEC)

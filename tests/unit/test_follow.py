@@ -250,6 +250,7 @@ def test_threads_resolving_through_swaps_always_see_a_whole_generation(
         assert resolver.token("NSE:INFY", "kite") == 1059
     assert errors == []
     assert set(os.listdir(publisher.directory)) == {
+        ".resolverd.universe.lock",
         control_file_name("universe"),
         "resolverd.universe.59.snap",
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from resolverd import LayoutError, Registry, compile_snapshot
+from resolverd import LayoutError, Registry, UnavailableError, compile_snapshot
 from resolverd.daemon.publish import Publisher, purge
 from resolverd.shm_layout import (
     CONTROL_SEQUENCE_OFFSET,
@@ -42,7 +42,14 @@ def control(directory: Path, name: str = "universe") -> bytes:
 
 
 def names(directory: Path) -> set[str]:
-    return {p.name for p in directory.iterdir()}
+    """The directory's files but the publisher's lock file."""
+    return {p.name for p in directory.iterdir() if not p.name.endswith(".lock")}
+
+
+def kill(publisher: Publisher) -> None:
+    """What kill -9 does to a publisher: the kernel drops its lock, and nothing else runs."""
+    assert publisher._lock is not None
+    os.close(publisher._lock)
 
 
 @pytest.fixture
@@ -147,6 +154,7 @@ def test_adopt_keeps_the_current_generation_and_removes_what_a_dead_instance_lef
         first.publish(snapshot(generation))
     # Killed: generations 1 and 2 still in their grace period, a half-written fourth.
     (tmp_path / ".resolverd.universe.4.tmp").write_bytes(b"half")
+    kill(first)
     (tmp_path / snapshot_file_name("other", 1)).write_bytes(b"not ours")
     second = Publisher(tmp_path, "universe")
     removed = second.adopt()
@@ -165,6 +173,7 @@ def test_adopt_repairs_a_control_file_left_odd_by_a_killed_writer(tmp_path: Path
     first = Publisher(tmp_path, "universe")
     first.adopt()
     first.publish(snapshot(1))
+    kill(first)
     path = tmp_path / control_file_name("universe")
     raw = bytearray(path.read_bytes())
     odd = struct.unpack_from("<Q", raw, CONTROL_SEQUENCE_OFFSET)[0] + 1
@@ -185,6 +194,7 @@ def test_adopt_falls_back_to_the_newest_intact_generation(tmp_path: Path) -> Non
     first.adopt()
     first.publish(snapshot(1))
     first.publish(snapshot(2))
+    kill(first)
     current = tmp_path / snapshot_file_name("universe", 2)
     data = bytearray(current.read_bytes())
     data[-1] ^= 0xFF
@@ -216,7 +226,20 @@ def test_purge_removes_every_file_of_the_registry_and_only_those(tmp_path: Path)
         control_file_name("universe"),
         snapshot_file_name("universe", 2),
     }
-    assert names(tmp_path) == {snapshot_file_name("universe.eu", 1)}
+    assert {p.name for p in tmp_path.iterdir()} == {snapshot_file_name("universe.eu", 1)}
+
+
+def test_a_second_publisher_of_the_same_registry_is_refused_while_the_first_runs(
+    publisher: Publisher,
+) -> None:
+    with pytest.raises(UnavailableError, match="served by another running process"):
+        Publisher(publisher.directory, "universe").adopt()
+    with pytest.raises(UnavailableError, match="served by another running process"):
+        purge(publisher.directory, "universe")
+    publisher.close()
+    second = Publisher(publisher.directory, "universe")
+    second.adopt()
+    second.close()
 
 
 def test_the_published_file_is_the_compiled_bytes(publisher: Publisher) -> None:
