@@ -1,0 +1,334 @@
+"""`resolverd serve` as a real subprocess, with real files, sockets, signals and readers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resolverd import Resolver, UnavailableError
+from resolverd.daemon import announce
+from resolverd.daemon.control import request
+
+pytestmark = pytest.mark.integration
+zmq = pytest.importorskip("zmq", reason="pyzmq is not installed (the daemon extra)")
+
+HEADER = (
+    "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,"
+    "lot_size,instrument_type,segment,exchange"
+)
+AARTI = "1793,7,AARTIIND,AARTI INDUSTRIES,0,,0,0.05,1,EQ,NSE,NSE"
+AARTI_RENUMBERED = "2049,8,AARTIIND,AARTI INDUSTRIES,0,,0,0.05,1,EQ,NSE,NSE"
+NIFTY_CALL = "17437186,68114,NIFTY24APR22500CE,NIFTY,0,25-04-2024,22500,0.05,50,CE,NFO-OPT,NFO"
+TRADE_DATE = "2024-04-03"
+
+
+def write_kite(path: Path, *rows: str) -> None:
+    """Replace the file atomically, as a broker dump is replaced."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(f"{line}\n" for line in (HEADER, *rows)))
+    os.replace(temporary, path)
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except (UnavailableError, KeyError):
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Daemon:
+    """One `resolverd serve` subprocess publishing registry `universe` in `directory`."""
+
+    def __init__(self, directory: Path, sources: list[str], **env: str) -> None:
+        self.directory = directory
+        self.sources = sources
+        self.env = {
+            **os.environ,
+            "RESOLVERD__REGISTRIES__UNIVERSE__WATCH_INTERVAL_SECONDS": "0.05",
+            "RESOLVERD__REGISTRIES__UNIVERSE__DEBOUNCE_SECONDS": "0",
+            "RESOLVERD__REGISTRIES__UNIVERSE__RETRY_SECONDS": "3600",
+            "RESOLVERD__REGISTRIES__UNIVERSE__SCHEDULE": "[]",
+            "RESOLVERD__DAEMON__GRACE_SECONDS": "0.2",
+            **env,
+        }
+        self.log = directory.parent / f"{directory.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def control(self) -> str:
+        return f"ipc://{self.directory / 'resolverd.control'}"
+
+    def start(self, *, wait: bool = True) -> Daemon:
+        command = [sys.executable, "-m", "resolverd", "serve", *self.sources, "--name"]
+        command += ["universe", "--dir", str(self.directory), "--trade-date", TRADE_DATE]
+        command += ["--metrics", "127.0.0.1:0"]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, env=self.env, stderr=log)
+        if wait:
+            wait_for(self._answers, "the daemon to answer status")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"the daemon exited with {self.process.returncode}:\n{self.output()}")
+        request(self.control, "status", timeout=0.5)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = request(self.control, "status")["registries"]["universe"]
+        return result
+
+    def send(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.process.wait(timeout=30)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Path:
+    folder = tmp_path / "shm"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def kite(tmp_path: Path) -> Path:
+    path = tmp_path / "instruments.csv"
+    write_kite(path, AARTI, NIFTY_CALL)
+    return path
+
+
+@pytest.fixture
+def daemon(directory: Path, kite: Path) -> Iterator[Daemon]:
+    running = Daemon(directory, [f"kite={kite}"]).start()
+    yield running
+    running.stop(signal.SIGKILL)
+
+
+def files(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir()}
+
+
+def test_a_source_file_change_is_followed_by_a_running_reader_and_announced(
+    daemon: Daemon, kite: Path
+) -> None:
+    subscriber = zmq.Context.instance().socket(zmq.SUB)
+    subscriber.setsockopt(zmq.LINGER, 0)
+    subscriber.setsockopt(zmq.SUBSCRIBE, b"swap.universe")
+    subscriber.connect(f"ipc://{daemon.directory / 'resolverd.pub'}")
+    with Resolver.open("universe", directory=daemon.directory) as reader:
+        assert reader.token("NSE:AARTIIND", "kite") == 1793
+        time.sleep(0.3)  # the subscription reaches the PUB socket (ZeroMQ's slow joiner)
+        write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
+        wait_for(lambda: reader.get_token("NSE:AARTIIND", "kite") == 2049, "the reader to follow")
+        assert reader.generation == 2
+        assert reader.get_key(1793, "kite") is None
+    assert subscriber.poll(5000), "no swap announced"
+    swap = announce.decode(subscriber.recv_multipart())
+    subscriber.close()
+    assert isinstance(swap, announce.Swap)
+    assert (swap.registry, swap.generation, swap.previous_generation) == ("universe", 2, 1)
+    assert swap.diff is not None
+    assert swap.diff.tokens_changed == 1
+    assert swap.diff.token_changes[0] == announce.TokenChange("NSE:AARTIIND", "kite", 1793, 2049)
+    assert "file changed" in swap.reason
+
+
+def test_sighup_reloads_every_registry(directory: Path, kite: Path) -> None:
+    daemon = Daemon(
+        directory, [f"kite={kite}"], RESOLVERD__REGISTRIES__UNIVERSE__WATCH="false"
+    ).start()
+    try:
+        write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
+        time.sleep(0.3)
+        assert daemon.status()["generation"] == 1  # not watched: nothing happened yet
+        daemon.send(signal.SIGHUP)
+        status = wait_for(lambda: daemon.status()["generation"] == 2 and daemon.status(), "HUP")
+        assert status["last_reload"]["trigger"] == "SIGHUP"
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_bad_source_keeps_the_last_good_generation_serving(daemon: Daemon, kite: Path) -> None:
+    with Resolver.open("universe", directory=daemon.directory) as reader:
+        write_kite(kite, AARTI, "12x34,7,BROKEN,,0,,0,0.05,1,EQ,NSE,NSE")
+        failed = wait_for(
+            lambda: (s := daemon.status())["reloads"]["failed"] and s, "the failed reload"
+        )
+        last = failed["last_reload"]
+        assert last["result"] == "failed"
+        assert last["reason"] == "source"
+        assert "row 3, field instrument_token" in last["error"]
+        assert failed["generation"] == 1
+        assert reader.token("NSE:AARTIIND", "kite") == 1793
+        result = subprocess.run(
+            [sys.executable, "-m", "resolverd", "reload", "--control", daemon.control],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 65
+        assert "row 3, field instrument_token" in result.stdout
+        write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
+        wait_for(lambda: reader.get_token("NSE:AARTIIND", "kite") == 2049, "the fixed source")
+
+
+def test_kill_9_leaves_readers_resolving_and_a_restarted_daemon_is_followed(
+    daemon: Daemon, kite: Path
+) -> None:
+    with Resolver.open("universe", directory=daemon.directory) as reader:
+        daemon.stop(signal.SIGKILL)
+        assert reader.token("NSE:AARTIIND", "kite") == 1793
+        with Resolver.open("universe", directory=daemon.directory) as late:
+            assert late.token("NFO:NIFTY24APR22500CE", "kite") == 17437186
+        daemon.start()
+        assert daemon.status()["generation"] == 1  # adopted, not rebuilt
+        write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
+        wait_for(lambda: reader.get_token("NSE:AARTIIND", "kite") == 2049, "the restarted one")
+        assert reader.generation == 2
+    assert "left by a previous instance" in daemon.output()
+
+
+def test_after_a_clean_stop_a_new_process_resolves_and_purge_leaves_nothing(
+    daemon: Daemon,
+) -> None:
+    assert daemon.stop() == 0
+    assert files(daemon.directory) == {
+        ".resolverd.universe.lock",
+        "resolverd.universe.ctl",
+        "resolverd.universe.1.snap",
+    }
+    code = (
+        "from resolverd import Resolver\n"
+        f"r = Resolver.open('universe', directory={str(daemon.directory)!r})\n"
+        "print(r.token('NSE:AARTIIND', 'kite'))\n"
+    )
+    reader = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert reader.stdout.strip() == "1793", reader.stderr
+    purge = subprocess.run(
+        [sys.executable, "-m", "resolverd", "purge", "universe", "--dir", str(daemon.directory)],
+        capture_output=True,
+        text=True,
+    )
+    assert purge.returncode == 0, purge.stderr
+    assert files(daemon.directory) == set()
+
+
+def test_a_first_build_that_fails_exits_with_the_errors_code(
+    directory: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.csv"
+    write_kite(bad, "12x34,7,BROKEN,,0,,0,0.05,1,EQ,NSE,NSE")
+    daemon = Daemon(directory, [f"kite={bad}"]).start(wait=False)
+    assert daemon.process is not None
+    assert daemon.process.wait(timeout=60) == 65
+    assert "row 2, field instrument_token" in daemon.output()
+    assert files(directory) == {".resolverd.universe.lock", "resolverd.universe.ctl"}
+
+
+def test_a_second_daemon_for_the_same_registry_is_refused(daemon: Daemon, kite: Path) -> None:
+    second = Daemon(daemon.directory, [f"kite={kite}"])
+    second.log = daemon.directory.parent / "second.log"
+    second.start(wait=False)
+    assert second.process is not None
+    assert second.process.wait(timeout=60) == 69
+    assert "served by another running process" in second.output()
+    assert daemon.status()["generation"] == 1
+
+
+def test_garbage_on_the_control_socket_gets_an_error_reply_and_the_daemon_lives_on(
+    daemon: Daemon,
+) -> None:
+    client = zmq.Context.instance().socket(zmq.REQ)
+    client.setsockopt(zmq.LINGER, 0)
+    client.connect(daemon.control)
+    for garbage in (b"", b"\xff\x00garbage", b"\x81\xa7command\xa5purge"):
+        client.send(garbage)
+        assert client.poll(5000)
+        reply = client.recv()
+        assert b"malformed request" in reply
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(daemon.control)
+    dealer.send_multipart([b"no", b"envelope", b"at all"])
+    client.close()
+    dealer.close()
+    with pytest.raises(UnavailableError, match="unknown registry 'nope'"):
+        request(daemon.control, "reload", "nope")
+    assert daemon.status()["generation"] == 1
+
+
+def test_metrics_show_the_generation_and_the_instruments_per_feed(daemon: Daemon) -> None:
+    address = request(daemon.control, "status")["metrics"]
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert 'resolverd_generation{registry="universe"} 1' in text
+    assert 'resolverd_instruments{registry="universe",feed="kite"} 2' in text
+
+
+def test_status_on_the_command_line_in_both_forms(daemon: Daemon) -> None:
+    human = subprocess.run(
+        [sys.executable, "-m", "resolverd", "status", "--control", daemon.control],
+        capture_output=True,
+        text=True,
+    )
+    assert "universe: generation 1, 2 instruments" in human.stdout
+    as_json = subprocess.run(
+        [sys.executable, "-m", "resolverd", "status", "--control", daemon.control, "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert '"generation": 1' in as_json.stdout or '"generation":1' in as_json.stdout
+
+
+def test_a_notify_from_the_postgresql_registry_produces_a_generation_readers_follow(
+    registry_dsn: str, directory: Path, kite: Path
+) -> None:
+    def ingest() -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "resolverd", "db", "ingest", f"kite={kite}"],
+            env={**os.environ, "RESOLVERD_DSN": registry_dsn},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+
+    ingest()
+    daemon = Daemon(directory, [registry_dsn]).start()
+    try:
+        with Resolver.open("universe", directory=directory) as reader:
+            assert reader.token("NSE:AARTIIND", "kite") == 1793
+            write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
+            ingest()
+            wait_for(lambda: reader.get_token("NSE:AARTIIND", "kite") == 2049, "NOTIFY")
+        assert "NOTIFY instrument_registry_changed" in daemon.status()["last_reload"]["trigger"]
+        assert "password" not in daemon.output()
+    finally:
+        assert daemon.stop() == 0
