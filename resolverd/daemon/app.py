@@ -153,6 +153,7 @@ class RegistryService:
             diff=built.diff,
         )
         self.daemon.announce(message)
+        self.daemon.notifier.status(self.daemon.summary())
         metrics = self.daemon.metrics
         metrics.generation[self.name] = built.generation
         for key in [k for k in metrics.instruments if k[0] == self.name]:
@@ -335,6 +336,20 @@ class Daemon:
             )
             await asyncio.sleep(interval)
 
+    async def _count_subscribers(self, pub: zmq.asyncio.Socket) -> None:
+        """Keep `metrics.subscribers` at the number of connections the PUB socket holds."""
+        from zmq.utils.monitor import parse_monitor_message
+
+        monitor = pub.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                change = 1 if event["event"] == zmq.EVENT_ACCEPTED else -1
+                self.metrics.subscribers = max(0, self.metrics.subscribers + change)
+        finally:
+            pub.disable_monitor()
+            monitor.close()
+
     def update_segments(self, service: RegistryService) -> None:
         linked = service.publisher.linked()
         sizes = []
@@ -453,11 +468,11 @@ class Daemon:
 
         async def reload_all() -> None:
             await asyncio.gather(*(s.debouncer.run_now("SIGHUP") for s in self.services.values()))
-            self.notifier.ready_after_reload(self._summary())
+            self.notifier.ready_after_reload(self.summary())
 
         self._spawn(reload_all(), "sighup")
 
-    def _summary(self) -> str:
+    def summary(self) -> str:
         return ", ".join(
             f"{name} generation {s.publisher.generation}" for name, s in self.services.items()
         )
@@ -500,6 +515,7 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             self._spawn(self._control(router), "control")
             self._spawn(self._heartbeats(), "heartbeat")
+            self._spawn(self._count_subscribers(self._pub), "subscribers")
             self._spawn(self._expire(), "expire")
             for service in self.services.values():
                 self.update_segments(service)
@@ -515,8 +531,8 @@ class Daemon:
             interval = self.notifier.watchdog_interval()
             if interval:
                 self._spawn(watchdog_loop(self.notifier, interval), "watchdog")
-            self.notifier.ready(self._summary())
-            log.info("serving %s", self._summary(), extra={"pid": os.getpid()})
+            self.notifier.ready(self.summary())
+            log.info("serving %s", self.summary(), extra={"pid": os.getpid()})
             await self._stop.wait()
             log.info("stopping")
             self.notifier.stopping()

@@ -332,3 +332,65 @@ def test_a_notify_from_the_postgresql_registry_produces_a_generation_readers_fol
         assert "password" not in daemon.output()
     finally:
         assert daemon.stop() == 0
+
+
+def test_systemd_hears_ready_reloading_status_watchdog_and_stopping(
+    directory: Path, kite: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify.sock"))
+    listener.settimeout(30)
+    daemon = Daemon(
+        directory,
+        [f"kite={kite}"],
+        NOTIFY_SOCKET=str(tmp_path / "notify.sock"),
+        WATCHDOG_USEC="200000",
+    ).start(wait=False)
+    heard: list[str] = []
+
+    def hear(wanted: str) -> str:
+        while True:
+            message = listener.recv(4096).decode()
+            heard.append(message)
+            if wanted in message.splitlines():
+                return message
+
+    try:
+        ready = hear("READY=1")
+        assert "STATUS=universe generation 1" in ready.splitlines()
+        # READY means the control socket is bound: it answers at once.
+        assert request(daemon.control, "status", timeout=1)["registries"]["universe"]
+        hear("WATCHDOG=1")
+        daemon.send(signal.SIGHUP)
+        reloading = hear("RELOADING=1")
+        assert any(line.startswith("MONOTONIC_USEC=") for line in reloading.splitlines())
+        hear("READY=1")
+        daemon.send(signal.SIGTERM)
+        hear("STOPPING=1")
+        assert daemon.stop() == 0
+    finally:
+        daemon.stop(signal.SIGKILL)
+        listener.close()
+
+
+def test_metrics_count_the_subscribers_of_the_announcements(daemon: Daemon) -> None:
+    address = request(daemon.control, "status")["metrics"]
+
+    def subscribers() -> str:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+            lines = response.read().decode().splitlines()
+        return next(line for line in lines if line.startswith("resolverd_subscribers "))
+
+    assert subscribers() == "resolverd_subscribers 0"
+    sockets = []
+    for _ in range(2):
+        subscriber = zmq.Context.instance().socket(zmq.SUB)
+        subscriber.setsockopt(zmq.LINGER, 0)
+        subscriber.connect(f"ipc://{daemon.directory / 'resolverd.pub'}")
+        sockets.append(subscriber)
+    wait_for(lambda: subscribers() == "resolverd_subscribers 2", "two subscribers")
+    for subscriber in sockets:
+        subscriber.close()
+    wait_for(lambda: subscribers() == "resolverd_subscribers 0", "no subscribers")
