@@ -394,3 +394,76 @@ def test_metrics_count_the_subscribers_of_the_announcements(daemon: Daemon) -> N
     for subscriber in sockets:
         subscriber.close()
     wait_for(lambda: subscribers() == "resolverd_subscribers 0", "no subscribers")
+
+
+def test_one_daemon_serves_several_registries_from_a_config_file(
+    directory: Path, kite: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "resolverd.toml"
+    config.write_text(
+        f"""
+[daemon]
+runtime_dir = "{directory}"
+metrics = ""
+heartbeat_seconds = 0.1
+grace_seconds = 0.1
+
+[registries.equities]
+sources = ["kite=instruments.csv"]
+trade_date = "{TRADE_DATE}"
+schedule = []
+watch_interval_seconds = 0.05
+debounce_seconds = 0
+
+[registries.universe]
+sources = ["synthetic=500"]
+schedule = []
+"""
+    )
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "resolverd", "serve", "--config", str(config)], stderr=stderr
+        )
+    control = f"ipc://{directory / 'resolverd.control'}"
+    heartbeat = zmq.Context.instance().socket(zmq.SUB)
+    heartbeat.setsockopt(zmq.LINGER, 0)
+    heartbeat.setsockopt(zmq.SUBSCRIBE, b"heartbeat")
+    try:
+        status = wait_for(lambda: request(control, "status", timeout=0.5), "the daemon")
+        assert set(status["registries"]) == {"equities", "universe"}
+        with (
+            Resolver.open("equities", directory=directory) as equities,
+            Resolver.open("universe", directory=directory) as universe,
+        ):
+            assert equities.token("NSE:AARTIIND", "kite") == 1793
+            assert len(universe) == 500
+            write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)  # relative to the config file
+            wait_for(lambda: equities.get_token("NSE:AARTIIND", "kite") == 2049, "equities")
+            assert universe.generation == 1
+        wait_for(lambda: not (directory / "resolverd.equities.1.snap").exists(), "the grace")
+        heartbeat.connect(f"ipc://{directory / 'resolverd.pub'}")
+        assert heartbeat.poll(5000)
+        beat = announce.decode(heartbeat.recv_multipart())
+        assert isinstance(beat, announce.Heartbeat)
+        assert beat.registries == {"equities": 2, "universe": 1}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        heartbeat.close()
+        process.kill()
+        process.wait()
+    assert '"level":"error"' not in log.read_text()
+
+
+def test_a_bad_config_exits_78_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "resolverd.toml"
+    config.write_text('[registries.universe]\nsources = ["synthetic=10"]\nmax_drop = 1.5\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "resolverd", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 78
+    assert "registries.universe.max_drop" in result.stderr
