@@ -347,13 +347,21 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
                 table[key] = [resolve(s, base) if isinstance(s, str) else s for s in specs]
 
 
-def _resolve_spec(spec: str, base: Path) -> str:
+def source_path(spec: str) -> str | None:
+    """The file a source spec reads (the PATH of FORMAT=PATH or a bare PATH); None for a DSN
+    or ``synthetic=N``."""
     if not spec or is_dsn(spec) or spec.startswith("synthetic="):
-        return spec
+        return None
     word, sep, rest = spec.partition("=")
-    if sep and _FORMAT_WORD.fullmatch(word):
-        return f"{word}={_resolve_path(rest, base)}"
-    return _resolve_path(spec, base)
+    return rest if sep and _FORMAT_WORD.fullmatch(word) else spec
+
+
+def _resolve_spec(spec: str, base: Path) -> str:
+    path = source_path(spec)
+    if path is None:
+        return spec
+    resolved = _resolve_path(path, base)
+    return resolved if path == spec else f"{spec.partition('=')[0]}={resolved}"
 
 
 def _resolve_path(path: str, base: Path) -> str:

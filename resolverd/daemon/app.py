@@ -47,6 +47,7 @@ from ..config import (
     parse_time_of_day,
     resolve_group,
     resolve_paths,
+    source_path,
 )
 from ..errors import LayoutError, UnavailableError
 from ..sources import INDIA
@@ -66,17 +67,9 @@ _SOCKET_MODE = 0o660
 
 
 def _source_paths(config: RegistryConfig) -> list[Path]:
-    """The files a registry reads: source specs that are paths (FORMAT=PATH or PATH), and
-    mapping files."""
-    from ..loaders.postgres import is_dsn
-
-    paths = []
-    for spec in config.sources:
-        if is_dsn(spec) or spec.startswith("synthetic="):
-            continue
-        word, equals, rest = spec.partition("=")
-        paths.append(Path(rest if equals and word.isidentifier() else spec))
-    return paths + [Path(m) for m in config.mappings]
+    """The files a registry reads, to watch: its file sources and its mapping files."""
+    paths = [source_path(spec) for spec in config.sources]
+    return [Path(p) for p in paths if p is not None] + [Path(m) for m in config.mappings]
 
 
 class RegistryService:
