@@ -495,16 +495,19 @@ class Daemon:
             self._context = zmq.asyncio.Context()
             self._pub = self._bind(zmq.PUB, self.paths.publish)
             router = self._bind(zmq.ROUTER, self.paths.control)
+            # Before the first builds, which can take long: a stop must not wait for them.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.stop)
             for service in self.services.values():
                 if service.publisher.generation:
                     continue
-                await service.debouncer.run_now("start")
+                if not await self._until_stopped(service.debouncer.run_now("start")):
+                    log.info("stopped during the first build")
+                    return 0
                 if not service.publisher.generation:
                     assert service.last is not None
                     log.error("registry %s: nothing to serve; stopping", service.name)
                     return int(service.last["exit_code"]) or 70
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self.stop)
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             self._spawn(self._control(router), "control")
             self._spawn(self._heartbeats(), "heartbeat")
@@ -533,6 +536,18 @@ class Daemon:
             return 0
         finally:
             await self._shutdown(loop)
+
+    async def _until_stopped(self, work: Awaitable[None]) -> bool:
+        """Await `work` unless a stop comes first (then cancel it); True if it finished."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if task.done():
+            return True
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -467,3 +467,31 @@ def test_a_bad_config_exits_78_naming_the_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 78
     assert "registries.universe.max_drop" in result.stderr
+
+
+def test_a_stop_during_the_first_build_ends_the_daemon_and_its_worker(
+    directory: Path, tmp_path: Path
+) -> None:
+    daemon = Daemon(directory, ["synthetic=3000000"]).start(wait=False)
+    assert daemon.process is not None
+    pid = daemon.process.pid
+    workers = wait_for(lambda: _children(pid), "the build worker to start")
+    assert daemon.stop() == 0
+    assert "stopped during the first build" in daemon.output()
+    for pid in workers:
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), f"worker {pid} to end", 10)
+    assert files(directory) == {".resolverd.universe.lock", "resolverd.universe.ctl"}
+
+
+def _children(pid: int) -> list[int]:
+    """The processes `pid` started (from /proc; Linux only, like /dev/shm)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
