@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import msgspec
-import numpy as np
 
 from .client import Resolver
 from .compiler import compile_snapshot
@@ -285,79 +284,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _time_per_call(lookup: Callable[[Any, str], object], arg: object, repeat: int) -> float:
-    """Median ns per call over batches of 1,000 direct calls (loop overhead included)."""
-    per_batch = []
-    for _ in range(repeat // 1000):
-        started = time.perf_counter_ns()
-        for _ in range(1000):
-            lookup(arg, "kite")
-        per_batch.append((time.perf_counter_ns() - started) / 1000)
-    return sorted(per_batch)[len(per_batch) // 2]
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate a universe, compile it, map it and resolve both ways, printing the timings."""
-    from .synthetic import generate_universe
+    from .demo import run_demo
 
-    t0 = time.perf_counter()
-    registry = generate_universe(args.size, seed=args.seed)
-    t1 = time.perf_counter()
-    snapshot = compile_snapshot(registry)
-    t2 = time.perf_counter()
-    with tempfile.TemporaryDirectory(
-        prefix="resolverd-demo-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None
-    ) as tmp:
-        path = Path(args.out) if args.out else Path(tmp) / "demo.snap"
-        _write_atomically(path, snapshot)
-        del snapshot
-        t3 = time.perf_counter_ns()
-        with Resolver.open(path) as resolver:
-            rng = np.random.default_rng(args.seed)
-            sample = [registry.keys[int(i)] for i in rng.integers(0, len(registry), 5)]
-            first = resolver.token(sample[0], "kite")
-            t4 = time.perf_counter_ns()
-            kite = registry.tokens[[c.broker for c in registry.tokens].index("kite")]
-            hot_key = sample[0]
-            hot_token = int(first)
-            forward_ns = _time_per_call(resolver.token, hot_key, 200_000)
-            reverse_ns = _time_per_call(resolver.key, hot_token, 200_000)
-            picks = rng.integers(0, len(registry), min(len(registry), 1_000_000))
-            # Fresh str objects, as keys arriving from elsewhere would be.
-            batch_keys = [registry.keys[int(i)].encode().decode() for i in picks]
-            batch_tokens = np.asarray(kite.values)[picks]
-            t5 = time.perf_counter_ns()
-            tokens = resolver.tokens(batch_keys, "kite")
-            t6 = time.perf_counter_ns()
-            keys = resolver.keys(batch_tokens, "kite")
-            t7 = time.perf_counter_ns()
-            correct = bool((tokens == batch_tokens).all()) and bool(
-                (keys == np.array([k.encode() for k in batch_keys])).all()
-            )
-            lines = [
-                f"universe   {len(registry):,} synthetic instruments (seed {args.seed}), "
-                f"generated in {t1 - t0:.2f} s",
-                f"compile    {t2 - t1:.2f} s -> {path.stat().st_size / 1e6:.1f} MB "
-                f"({path.stat().st_size / len(registry):.0f} bytes/instrument), "
-                f"brokers {', '.join(resolver.brokers)}",
-                f"open       {(t4 - t3) / 1e3:.0f} us from Resolver.open to the first answer",
-                "",
-                *(
-                    f"  token({k!r}, 'kite') = {resolver.token(k, 'kite')}"
-                    f"   key(..) = {resolver.key(resolver.token(k, 'kite'), 'kite')!r}"
-                    for k in sample[:3]
-                ),
-                "",
-                f"token(key, broker)  hot {forward_ns:6.0f} ns per lookup (fingerprint mode)",
-                f"key(token, feed)    hot {reverse_ns:6.0f} ns per lookup",
-                f"tokens(keys)        {(t6 - t5) / len(picks):6.0f} ns per key, batch of "
-                f"{len(picks):,}",
-                f"keys(tokens)        {(t7 - t6) / len(picks):6.1f} ns per token, batch of "
-                f"{len(picks):,}",
-                f"every batch answer checked against the registry: {'ok' if correct else 'WRONG'}",
-            ]
-    print("\n".join(lines))
-    return 0 if correct else 70
+    return run_demo(args.size, seed=args.seed, out=args.out, parent=args.dir)
 
 
 # -- the daemon -------------------------------------------------------------------------------
@@ -482,12 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="generate a universe, compile it and resolve it, "
-        "with timings (the built-in default job)",
+        help="generate a universe, compile it and resolve it with timings, then serve it, "
+        "follow it from a second process and swap it (the built-in default job)",
     )
     demo.add_argument("--size", type=int, default=1_000_000, help="instruments (default 1M)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", help="also keep the snapshot at this path")
+    demo.add_argument("--dir", help="make the demo's temporary directory in DIR (default /dev/shm)")
     demo.set_defaults(run=cmd_demo)
 
     compile_ = commands.add_parser("compile", help="compile sources into a snapshot file")
