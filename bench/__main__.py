@@ -1,4 +1,5 @@
-"""``python -m bench core|loaders [--size N] [--out DIR]``: run a suite and write its results."""
+"""``python -m bench core|loaders [--size N] [--out DIR]``, ``python -m bench daemon [--out DIR]``:
+run a suite and write its results."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import core, loaders, report
+from . import core, daemon, loaders, report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -40,11 +41,19 @@ def main(argv: list[str] | None = None) -> int:
             default=RESULTS,
             help=f"where {name}-<N>.md and {name}-<N>.json go (default bench/results)",
         )
+    daemon.add_arguments(
+        commands.add_parser(
+            "daemon", help="announcements, swaps reaching readers, the generation check"
+        ),
+        RESULTS,
+    )
     args = parser.parse_args(argv)
+    command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+    if args.command == "daemon":
+        return daemon.main(args, command)
     if args.size < 1_000:
         parser.error("--size must be at least 1000 (one timed batch)")
 
-    command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     start = time.perf_counter()
     if args.command == "core":
         results = core.run(args.size)
