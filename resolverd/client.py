@@ -150,7 +150,9 @@ class Resolver:
     - ``get_key(token, feed, default=None)``.
 
     An unknown broker or feed name raises UnknownNameError, never KeyError. Bind
-    ``token = resolver.token`` only for as long as the resolver is open.
+    ``token = resolver.token`` only for as long as the resolver is open. A resolver that
+    follows a registry keeps a bound lookup correct across swaps, but a lookup bound to an
+    older generation takes a slower path on every call: bind again in an `on_swap` callback.
     """
 
     token: Callable[[str, str], int | str]

@@ -72,6 +72,11 @@ def _source_paths(config: RegistryConfig) -> list[Path]:
     return [Path(p) for p in paths if p is not None] + [Path(m) for m in config.mappings]
 
 
+def _log_unsent(sent: asyncio.Future[Any]) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("announcement not sent: %s", sent.exception())
+
+
 class RegistryService:
     """One served registry: its publisher, its triggers and the outcome of its last reload."""
 
@@ -310,11 +315,13 @@ class Daemon:
     # -- announcements --------------------------------------------------------------------------
 
     def announce(self, message: announce.Message) -> None:
-        if self._pub is not None:
-            try:
-                self._pub.send_multipart(announce.encode(message), flags=zmq.NOBLOCK)
-            except zmq.ZMQError as exc:  # a PUB socket drops rather than blocks; say so
-                log.warning("announcement not sent: %s", exc)
+        if self._pub is None:
+            return
+        # A zmq.asyncio socket reports a failed send on the future it returns, never by raising.
+        sent = asyncio.ensure_future(
+            self._pub.send_multipart(announce.encode(message), flags=zmq.NOBLOCK)
+        )
+        sent.add_done_callback(_log_unsent)
 
     async def _heartbeats(self) -> None:
         interval = self.config.daemon.heartbeat_seconds
