@@ -72,6 +72,21 @@ def _source_paths(config: RegistryConfig) -> list[Path]:
     return [Path(p) for p in paths if p is not None] + [Path(m) for m in config.mappings]
 
 
+def _die_with_parent(parent: int) -> None:
+    """The build worker's initializer: have the kernel kill it when the daemon dies, kill -9
+    included (prctl PR_SET_PDEATHSIG, Linux), so that no build outlives its daemon and
+    multiprocessing's semaphores in /dev/shm are cleaned up by its resource tracker."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: a stop still ends the worker
+        return
+    if os.getppid() != parent:  # the daemon died before the request took effect
+        os._exit(1)
+
+
 def _log_unsent(sent: asyncio.Future[Any]) -> None:
     if not sent.cancelled() and sent.exception() is not None:
         log.warning("announcement not sent: %s", sent.exception())
@@ -298,7 +313,12 @@ class Daemon:
     def _new_executor(self) -> ProcessPoolExecutor:
         # spawn, not fork: forking a process that holds ZeroMQ's I/O threads and an event loop
         # gives a child with broken copies of both.
-        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     async def run_build(self, job: Job) -> Built | Failed:
         if self._executor is None:
@@ -557,8 +577,9 @@ class Daemon:
         return False
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
+        # A second SIGTERM while stopping changes nothing (the default action would kill the
+        # daemon halfway through its cleanup); a SIGHUP no longer reloads.
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -128,7 +128,7 @@ def kite(tmp_path: Path) -> Path:
 def daemon(directory: Path, kite: Path) -> Iterator[Daemon]:
     running = Daemon(directory, [f"kite={kite}"]).start()
     yield running
-    running.stop(signal.SIGKILL)
+    running.stop()
 
 
 def files(directory: Path) -> set[str]:
@@ -202,8 +202,13 @@ def test_a_bad_source_keeps_the_last_good_generation_serving(daemon: Daemon, kit
 def test_kill_9_leaves_readers_resolving_and_a_restarted_daemon_is_followed(
     daemon: Daemon, kite: Path
 ) -> None:
+    assert daemon.process is not None
+    workers = _children(daemon.process.pid)
+    assert workers  # the build worker (and multiprocessing's resource tracker)
     with Resolver.open("universe", directory=daemon.directory) as reader:
         daemon.stop(signal.SIGKILL)
+        for pid in workers:  # the kernel ends them with the daemon
+            wait_for(lambda pid=pid: _gone(pid), f"process {pid} to end", 10)
         assert reader.token("NSE:AARTIIND", "kite") == 1793
         with Resolver.open("universe", directory=daemon.directory) as late:
             assert late.token("NFO:NIFTY24APR22500CE", "kite") == 17437186
@@ -369,7 +374,9 @@ def test_systemd_hears_ready_reloading_status_watchdog_and_stopping(
         hear("READY=1")
         daemon.send(signal.SIGTERM)
         hear("STOPPING=1")
-        assert daemon.stop() == 0
+        daemon.send(signal.SIGTERM)  # a second one while stopping does not cut the stop short
+        assert daemon.process is not None
+        assert daemon.process.wait(timeout=30) == 0
     finally:
         daemon.stop(signal.SIGKILL)
         listener.close()
@@ -479,8 +486,17 @@ def test_a_stop_during_the_first_build_ends_the_daemon_and_its_worker(
     assert daemon.stop() == 0
     assert "stopped during the first build" in daemon.output()
     for pid in workers:
-        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), f"worker {pid} to end", 10)
+        wait_for(lambda pid=pid: _gone(pid), f"worker {pid} to end", 10)
     assert files(directory) == {".resolverd.universe.lock", "resolverd.universe.ctl"}
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie our test process has not reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
 
 
 def _children(pid: int) -> list[int]:
