@@ -23,7 +23,7 @@ import msgspec
 
 from .client import Resolver
 from .compiler import compile_snapshot
-from .errors import EX_USAGE, ConfigError, ResolverError
+from .errors import EX_USAGE, ConfigError, ResolverError, UnavailableError
 from .model import Registry
 from .shm_layout import read_header
 from .validate import DEFAULT_MAX_DROP, Report
@@ -349,7 +349,11 @@ def _control_endpoint(args: argparse.Namespace) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from .daemon.control import request
 
-    status = request(_control_endpoint(args), "status", timeout=args.timeout)
+    try:
+        status = request(_control_endpoint(args), "status", timeout=args.timeout)
+    except UnavailableError:
+        _print_published(args)
+        raise
     if args.json:
         _print_json(status)
         return 0
@@ -370,6 +374,34 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f" ({last['trigger']})" + (f": {last['error']}" if last["error"] else "")
             )
     return 0
+
+
+def _print_published(args: argparse.Namespace) -> None:
+    """With no daemon answering, what its files still publish (readers keep resolving it)."""
+    from .client import shm_dir
+    from .daemon.publish import published
+
+    directory = shm_dir()
+    if args.json or not directory.is_dir():
+        return
+    for name, state in published(directory).items():
+        print(
+            f"{name}: generation {state.generation} still published in {directory} "
+            f"(by pid {state.publisher_pid}, "
+            f"{'running' if _alive(state.publisher_pid) else 'not running'})"
+        )
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cmd_reload(args: argparse.Namespace) -> int:

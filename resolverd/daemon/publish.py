@@ -53,12 +53,13 @@ from ..shm_layout import (
     control_file_name,
     encode_control,
     field_offset,
+    read_control,
     read_header,
     snapshot_file_name,
     verify_payload,
 )
 
-__all__ = ["Published", "Publisher", "purge"]
+__all__ = ["Published", "Publisher", "published", "purge"]
 
 _CHECKSUM_OFFSET = field_offset(CONTROL_DTYPE, "payload_checksum")
 _UPDATED_OFFSET = field_offset(CONTROL_DTYPE, "updated_ns")
@@ -363,3 +364,19 @@ def _purge(folder: Path, name: str, control_path: Path) -> list[Path]:
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def published(directory: str | os.PathLike[str]) -> dict[str, ControlState]:
+    """What the control files in `directory` say is current, by registry name; files that are
+    not readable control files are left out."""
+    pattern = re.compile(r"resolverd\.(.+)\.ctl")
+    found = {}
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        match = pattern.fullmatch(entry.name)
+        if not match:
+            continue
+        try:
+            found[match[1]] = read_control(Path(entry.path).read_bytes(), retries=100)
+        except (LayoutError, OSError):
+            continue
+    return found

@@ -236,6 +236,15 @@ def test_after_a_clean_stop_a_new_process_resolves_and_purge_leaves_nothing(
     )
     reader = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert reader.stdout.strip() == "1793", reader.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "resolverd", "status", "--timeout", "0.5"],
+        env={**os.environ, "RESOLVERD_SHM_DIR": str(daemon.directory)},
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 69
+    assert "universe: generation 1 still published" in status.stdout
+    assert "not running" in status.stdout
     purge = subprocess.run(
         [sys.executable, "-m", "resolverd", "purge", "universe", "--dir", str(daemon.directory)],
         capture_output=True,
