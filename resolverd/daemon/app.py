@@ -105,7 +105,10 @@ class RegistryService:
             gid=daemon.gid,
             grace=daemon.config.daemon.grace_seconds,
         )
-        self.debouncer = Debouncer(self.reload, config.debounce_seconds)
+        # A source that never stops changing is still reloaded, at most this long after its
+        # first change.
+        max_delay = max(5.0, 10 * config.debounce_seconds)
+        self.debouncer = Debouncer(self.reload, config.debounce_seconds, max_delay)
         self.last: dict[str, Any] | None = None
         self.counts = {"ok": 0, "unchanged": 0, "failed": 0}
         self.feeds: dict[str, int] = {}
