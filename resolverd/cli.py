@@ -407,10 +407,11 @@ def _alive(pid: int) -> bool:
 def cmd_reload(args: argparse.Namespace) -> int:
     from .daemon.control import request
 
+    endpoint = _control_endpoint(args)
+    # A daemon that does not answer is found out in --timeout; a build may take minutes.
+    request(endpoint, "status", timeout=args.timeout)
     timeout = args.timeout if args.no_wait else max(args.timeout, 600.0)
-    result = request(
-        _control_endpoint(args), "reload", args.name, wait=not args.no_wait, timeout=timeout
-    )
+    result = request(endpoint, "reload", args.name, wait=not args.no_wait, timeout=timeout)
     if args.json:
         _print_json(result)
     code = 0

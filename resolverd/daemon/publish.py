@@ -329,6 +329,8 @@ def purge(directory: str | os.PathLike[str], name: str) -> list[Path]:
     checks it keeps the generation it has instead of looking for a file that is gone.
     """
     folder = Path(directory)
+    if not folder.is_dir():
+        raise UnavailableError(f"{folder}: no such directory")
     control_path = folder / control_file_name(name)
     removed = []
     lock = _lock(folder, name, 0o600)

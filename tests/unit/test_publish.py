@@ -247,3 +247,8 @@ def test_the_published_file_is_the_compiled_bytes(publisher: Publisher) -> None:
     path = publisher.publish(data).path
     assert path.read_bytes() == bytes(data)
     assert read_header(path.read_bytes()).generation == 1
+
+
+def test_purge_in_a_directory_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    with pytest.raises(UnavailableError, match="no such directory"):
+        purge(tmp_path / "absent", "universe")
