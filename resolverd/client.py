@@ -401,12 +401,15 @@ class Resolver:
         )
         miss = self._fingerprints[found] != hashes
         if self.strict:
-            wanted = (
-                np.asarray(keys, dtype=f"S{self.header.key_width}")
-                if not (isinstance(keys, np.ndarray) and keys.dtype.kind == "S")
-                else keys
+            width = self.header.key_width
+            raw = (
+                keys.tolist()
+                if isinstance(keys, np.ndarray) and keys.dtype.kind == "S"
+                else [k.encode() for k in keys]
             )
-            miss |= self._keys[found] != wanted
+            # numpy cuts a longer key to the width: never let such a cut key compare equal.
+            too_long = np.fromiter(map(len, raw), np.intp, len(raw)) > width
+            miss |= (self._keys[found] != np.array(raw, dtype=f"S{width}")) | too_long
         found[miss] = -1
         return found
 

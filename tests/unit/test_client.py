@@ -30,7 +30,7 @@ from resolverd.shm_layout import (
     snapshot_file_name,
 )
 
-from .registries import KEY_ALPHABET, instrument_sets, sample_instruments
+from .registries import KEY_ALPHABET, instrument, instrument_sets, sample_instruments
 
 
 @pytest.fixture
@@ -252,3 +252,10 @@ def test_a_control_segment_that_disagrees_with_its_snapshot_is_refused(tmp_path:
     control.write_bytes(encode_control(state))
     with pytest.raises(LayoutError, match="generation 3 in the snapshot, 4 in the control"):
         Resolver.open("universe", directory=tmp_path)
+
+
+def test_strict_batch_lookups_take_non_ascii_keys() -> None:
+    registry = Registry.from_instruments([instrument("NSE:ÄBC", 11), instrument("NSE:AB", 12)])
+    with Resolver(compile_snapshot(registry), strict=True) as resolver:
+        assert resolver.ordinals(["NSE:ÄBC", "NSE:ÄB", "NSE:AB"]).tolist()[1] == -1
+        assert resolver.tokens(["NSE:ÄBC", "NSE:AB"], "kite").tolist() == [11, 12]
