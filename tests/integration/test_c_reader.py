@@ -1,0 +1,395 @@
+"""include/resolverd.h, compiled with the system C compiler, against the Python client: the
+conformance vectors, every key of the real Kite file both ways, damaged files, and a
+generation swap made by a running daemon.
+
+The C programs (tests/c/) answer queries read from stdin, one per line, strings in hex; this
+module writes the queries and compares each answer line with the Python client's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import struct
+import subprocess
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resolverd import LayoutError, Registry, Resolver, compile_snapshot
+from resolverd.loaders import load_kite
+from resolverd.shm_layout import (
+    FEED_DTYPE,
+    HEADER_DTYPE,
+    HEADER_FIXED_SIZE,
+    SECTION_DTYPE,
+    field_offset,
+    read_header,
+    set_generation,
+)
+
+from .daemons import AARTI, AARTI_RENUMBERED, NIFTY_CALL, Daemon, wait_for, write_kite
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+INCLUDE = ROOT / "include"
+SOURCES = ROOT / "tests" / "c"
+VECTORS = ROOT / "tests" / "conformance"
+CFLAGS = ["-std=c99", "-O2", "-Wall", "-Werror", f"-I{INCLUDE}"]
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """tests/c/*.c compiled with `cc -std=c99 -O2 -Wall -Werror -Iinclude`."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler: neither $CC nor cc nor gcc is available")
+    out = tmp_path_factory.mktemp("c")
+    built = {}
+    for source in ("conformance", "follow"):
+        binary = out / source
+        result = subprocess.run(
+            [compiler, *CFLAGS, str(SOURCES / f"{source}.c"), "-o", str(binary)],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, f"{source}.c does not compile:\n{result.stderr}"
+        built[source] = binary
+    return built
+
+
+def hexed(text: str | bytes) -> str:
+    return "x" + (text.encode() if isinstance(text, str) else text).hex()
+
+
+def forward_query(key: str, broker: str) -> str:
+    return f"T {broker} {hexed(key)}"
+
+
+def reverse_query(token: int | str, feed: str) -> str:
+    return f"K {feed} i {token}" if isinstance(token, int) else f"K {feed} s {hexed(token)}"
+
+
+def forward_answer(resolver: Resolver, key: str, broker: str) -> str:
+    return token_answer(resolver.get_token(key, broker))
+
+
+def token_answer(token: int | str | None) -> str:
+    """The C program's line for a token (None: a miss)."""
+    if token is None:
+        return "-"
+    return str(token) if isinstance(token, int) else "s" + hexed(token)
+
+
+def reverse_answer(resolver: Resolver, token: int | str, feed: str) -> str:
+    key = resolver.get_key(token, feed)
+    return "-" if key is None else hexed(key)
+
+
+def run_c(
+    program: Path, snapshot: Path, queries: Iterable[str], *options: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(program), *options, str(snapshot)],
+        input="".join(f"{q}\n" for q in queries),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def answers(program: Path, snapshot: Path, queries: list[str], *options: str) -> list[str]:
+    """The C program's answer lines, after checking that it opened the snapshot."""
+    result = run_c(program, snapshot, queries, *options)
+    assert result.returncode == 0, (result.returncode, result.stdout[:500], result.stderr)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("open RSV_OK"), lines[0]
+    assert len(lines) == len(queries) + 1
+    return lines[1:]
+
+
+# -- the conformance vectors -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vectors() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((VECTORS / "vectors.json").read_text("utf-8"))
+    return document
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["fingerprint", "strict"])
+def test_the_header_gives_every_vector_its_answer(
+    programs: dict[str, Path], vectors: dict[str, Any], strict: bool
+) -> None:
+    snapshot = VECTORS / "vectors.snap"
+    queries = [forward_query(v["key"], v["broker"]) for v in vectors["forward"]]
+    queries += [reverse_query(v["token"], v["feed"]) for v in vectors["reverse"]]
+    queries += [f"O {hexed(v['key'])}" for v in vectors["forward"]]
+    expected = [token_answer(v["token"]) for v in vectors["forward"]]
+    expected += ["-" if v["key"] is None else hexed(v["key"]) for v in vectors["reverse"]]
+    expected += [str(v["ordinal"]) for v in vectors["forward"]]
+    options = ("--verify", "--strict") if strict else ("--verify",)
+    got = answers(programs["conformance"], snapshot, queries, *options)
+    mismatches = [(q, g, e) for q, g, e in zip(queries, got, expected, strict=True) if g != e]
+    assert not mismatches
+
+
+def test_strict_ordinals_compare_the_key_bytes(
+    programs: dict[str, Path], vectors: dict[str, Any]
+) -> None:
+    keys = vectors["keys"]
+    queries = [f"S {hexed(k)}" for k in keys] + [f"S {hexed(k + 'X')}" for k in keys]
+    queries += [f"S {hexed(k.encode()[:-1])}" for k in keys]
+    expected = [str(i) for i in range(len(keys))] + ["-1"] * (2 * len(keys))
+    assert answers(programs["conformance"], VECTORS / "vectors.snap", queries) == expected
+
+
+def test_a_lookup_of_the_wrong_token_kind_or_an_unknown_name_is_an_error_not_a_miss(
+    programs: dict[str, Path],
+) -> None:
+    queries = [
+        forward_query("NSE:INFY", "fyers"),
+        reverse_query(408065, "fyers"),
+        reverse_query(408065, "upstox"),
+        reverse_query("408065", "kite"),
+    ]
+    got = answers(programs["conformance"], VECTORS / "vectors.snap", queries)
+    assert got == ["RSV_ENAME", "RSV_ENAME", "RSV_EKIND", "RSV_EKIND"]
+
+
+# -- the real Kite file ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kite_snapshot(kite_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rows = load_kite(kite_file)
+    path = tmp_path_factory.mktemp("kite") / "kite.snap"
+    path.write_bytes(
+        compile_snapshot(Registry.from_instruments(rows, trade_date=dt.date(2024, 4, 3)))
+    )
+    return path
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["fingerprint", "strict"])
+def test_every_key_of_the_real_kite_file_resolves_as_in_python_both_ways(
+    programs: dict[str, Path], kite_snapshot: Path, strict: bool
+) -> None:
+    with Resolver.open(kite_snapshot, strict=strict) as resolver:
+        keys = list(resolver)
+        tokens = [resolver.token(k, "kite") for k in keys]
+        assert len(keys) == 31_373
+        queries = [forward_query(k, "kite") for k in keys]
+        queries += [forward_query(k + "X", "kite") for k in keys[:500]]
+        queries += [reverse_query(t, "kite") for t in tokens]
+        queries += [reverse_query(int(t) + (1 << 40), "kite") for t in tokens[:500]]
+        expected = [forward_answer(resolver, k, "kite") for k in keys]
+        expected += [forward_answer(resolver, k + "X", "kite") for k in keys[:500]]
+        expected += [reverse_answer(resolver, t, "kite") for t in tokens]
+        expected += [reverse_answer(resolver, int(t) + (1 << 40), "kite") for t in tokens[:500]]
+    assert expected.count("-") == 1000
+    options = ("--strict",) if strict else ()
+    got = answers(programs["conformance"], kite_snapshot, queries, *options)
+    mismatches = [(q, g, e) for q, g, e in zip(queries, got, expected, strict=True) if g != e]
+    assert not mismatches[:10]
+
+
+# -- damaged files -----------------------------------------------------------------------------
+
+
+def _u64_at(buffer: bytearray, offset: int, value: int) -> None:
+    struct.pack_into("<Q", buffer, offset, value)
+
+
+def _section_offset(snapshot: bytes, name: str) -> int:
+    return read_header(snapshot).sections[name].offset
+
+
+def _damaged() -> dict[str, tuple[bytes, str]]:
+    """Damaged copies of the vector snapshot: name -> (bytes, the status rsv_open must give
+    with RSV_VERIFY)."""
+    good = (VECTORS / "vectors.snap").read_bytes()
+    header = read_header(good)
+    cases: dict[str, tuple[bytes, str]] = {}
+
+    def resealed(edit: Callable[[bytearray], None]) -> bytes:
+        """Edit the header or section table and recompute the header checksum, so that the
+        check behind it is the one that must catch the damage."""
+        copy = bytearray(good)
+        edit(copy)
+        set_generation(copy, header.generation)
+        return bytes(copy)
+
+    cases["empty"] = (b"", "RSV_ELAYOUT")
+    cases["shorter than a header"] = (good[:100], "RSV_ELAYOUT")
+    cases["bad magic"] = (b"RSLVSNAQ" + good[8:], "RSV_ELAYOUT")
+    cases["truncated"] = (good[:-64], "RSV_ELAYOUT")
+    cases["padded"] = (good + bytes(64), "RSV_ELAYOUT")
+    flipped = bytearray(good)
+    flipped[HEADER_FIXED_SIZE + 5] ^= 0x10
+    cases["a flipped section table byte"] = (bytes(flipped), "RSV_ELAYOUT")
+    payload = bytearray(good)
+    payload[_section_offset(good, "keys") + 3] ^= 0x01
+    cases["a flipped payload byte"] = (bytes(payload), "RSV_ELAYOUT")
+    version = field_offset(HEADER_DTYPE, "version_major")
+    cases["layout version 2"] = (
+        resealed(lambda b: struct.pack_into("<H", b, version, 2)),
+        "RSV_ELAYOUT",
+    )
+    count = field_offset(HEADER_DTYPE, "instrument_count")
+    cases["instrument_count + 1"] = (
+        resealed(lambda b: _u64_at(b, count, header.instrument_count + 1)),
+        "RSV_ELAYOUT",
+    )
+    bits = field_offset(HEADER_DTYPE, "key_bucket_bits")
+    cases["key_bucket_bits 33"] = (
+        resealed(lambda b: struct.pack_into("<I", b, bits, 33)),
+        "RSV_ELAYOUT",
+    )
+    entry = HEADER_FIXED_SIZE + SECTION_DTYPE.itemsize * 3  # "keys"
+    offset = field_offset(SECTION_DTYPE, "offset")
+    cases["a section past the end"] = (
+        resealed(lambda b: _u64_at(b, entry + offset, header.file_size)),
+        "RSV_ELAYOUT",
+    )
+    cases["a misaligned section"] = (
+        resealed(lambda b: _u64_at(b, entry + offset, header.sections["keys"].offset + 8)),
+        "RSV_ELAYOUT",
+    )
+    dtype = field_offset(SECTION_DTYPE, "dtype")
+    cases["an unknown section dtype"] = (
+        resealed(
+            lambda b: b.__setitem__(slice(entry + dtype, entry + dtype + 8), b"<f8\0\0\0\0\0")
+        ),
+        "RSV_ELAYOUT",
+    )
+    feeds = header.sections["feeds"].offset + field_offset(FEED_DTYPE, "bucket_bits")
+    bad_feed = bytearray(good)
+    struct.pack_into("<I", bad_feed, feeds, 0)
+    cases["a feed with bucket_bits 0"] = (bytes(bad_feed), "RSV_ELAYOUT")
+    return cases
+
+
+def test_a_damaged_snapshot_is_refused_with_a_status_and_a_message(
+    programs: dict[str, Path], tmp_path: Path
+) -> None:
+    for name, (data, status) in _damaged().items():
+        path = tmp_path / "damaged.snap"
+        path.write_bytes(data)
+        result = run_c(programs["conformance"], path, [], "--verify")
+        assert result.returncode == 3, (name, result.returncode, result.stdout, result.stderr)
+        assert result.stdout.startswith(f"open {status} {path}: "), (name, result.stdout)
+        with pytest.raises(LayoutError):  # the Python reader refuses it too
+            Resolver.open(path, verify=True).close()
+
+
+def test_a_missing_file_and_a_directory_are_refused(
+    programs: dict[str, Path], tmp_path: Path
+) -> None:
+    missing = run_c(programs["conformance"], tmp_path / "nothing.snap", [])
+    assert (missing.returncode, missing.stdout.split()[:2]) == (3, ["open", "RSV_ENOENT"])
+    directory = run_c(programs["conformance"], tmp_path, [])
+    assert (directory.returncode, directory.stdout.split()[:2]) == (3, ["open", "RSV_ELAYOUT"])
+
+
+def test_lookups_in_a_snapshot_with_damaged_tables_never_crash(
+    programs: dict[str, Path], vectors: dict[str, Any], tmp_path: Path
+) -> None:
+    """Without RSV_VERIFY a damaged payload opens; every lookup must still stay inside the
+    mapping: random bytes written over each table give answers (right or wrong), no signal."""
+    good = (VECTORS / "vectors.snap").read_bytes()
+    header = read_header(good)
+    queries = [forward_query(v["key"], v["broker"]) for v in vectors["forward"]]
+    queries += [reverse_query(v["token"], v["feed"]) for v in vectors["reverse"]]
+    queries += [f"S {hexed(k)}" for k in vectors["keys"]]
+    tables = [
+        s
+        for s in header.sections.values()
+        if s.name.endswith(("remap", "targets", "pilots", "tokens", "fingerprints")) and s.nbytes
+    ]
+    assert len(tables) >= 10
+    for section in tables:
+        damaged = bytearray(good)
+        damaged[section.offset : section.offset + section.nbytes] = os.urandom(section.nbytes)
+        path = tmp_path / "damaged.snap"
+        path.write_bytes(damaged)
+        for strict in ((), ("--strict",)):
+            result = run_c(programs["conformance"], path, queries, *strict)
+            assert result.returncode == 0, (section.name, result.returncode, result.stderr)
+            assert len(result.stdout.splitlines()) == len(queries) + 1
+
+
+# -- following a running daemon ----------------------------------------------------------------
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """`resolverd serve` publishing registry `universe` from a small Kite CSV it watches:
+    (the publishing directory, the CSV)."""
+    pytest.importorskip("zmq", reason="pyzmq is not installed (the daemon extra)")
+    directory = tmp_path / "shm"
+    directory.mkdir()
+    kite = tmp_path / "instruments.csv"
+    write_kite(kite, AARTI, NIFTY_CALL)
+    running = Daemon(directory, [f"kite={kite}"]).start()
+    try:
+        yield directory, kite
+    finally:
+        running.stop()
+
+
+def test_a_c_follower_switches_to_the_generation_a_running_daemon_publishes(
+    programs: dict[str, Path], daemon: tuple[Path, Path]
+) -> None:
+    directory, kite = daemon
+    follower = subprocess.Popen(
+        [str(programs["follow"]), str(directory), "universe", "NSE:AARTIIND", "kite"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stdin is not None and follower.stdout is not None
+    try:
+        assert follower.stdout.readline() == "generation 1 token 1793\n"
+        follower.stdin.write("check\n")
+        follower.stdin.flush()
+        assert follower.stdout.readline() == "switched 0 generation 1 token 1793\n"
+
+        write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
+
+        def generation() -> int:
+            with Resolver.open("universe", directory=directory) as reader:
+                return reader.generation
+
+        wait_for(lambda: generation() == 2, "the daemon's second generation")
+        follower.stdin.write("check\n")
+        follower.stdin.flush()
+        assert follower.stdout.readline() == "switched 1 generation 2 token 2049\n"
+        follower.stdin.write("check\n")
+        follower.stdin.flush()
+        assert follower.stdout.readline() == "switched 0 generation 2 token 2049\n"
+        follower.stdin.close()
+        assert follower.wait(timeout=10) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+        follower.wait()
+        follower.stdout.close()
+        if not follower.stdin.closed:
+            follower.stdin.close()
+
+
+def test_a_c_follower_of_an_unpublished_registry_is_told_it_is_unavailable(
+    programs: dict[str, Path], tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [str(programs["follow"]), str(tmp_path), "universe", "NSE:INFY", "kite"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert (result.returncode, result.stdout.split()[:2]) == (3, ["open", "RSV_EUNAVAILABLE"])
