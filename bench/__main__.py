@@ -1,5 +1,5 @@
-"""``python -m bench core|loaders [--size N] [--out DIR]``, ``python -m bench daemon [--out DIR]``:
-run a suite and write its results."""
+"""``python -m bench core|loaders|c [--size N] [--out DIR]``,
+``python -m bench daemon [--out DIR]``: run a suite and write its results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import core, daemon, loaders, report
+from . import c_reader, core, daemon, loaders, report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,10 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         ),
         RESULTS,
     )
+    c_reader.add_arguments(
+        commands.add_parser("c", help="the C header's single lookups beside the Python client"),
+        RESULTS,
+    )
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     if args.command == "daemon":
         return daemon.main(args, command)
+    if args.command == "c":
+        return c_reader.main(args, command)
     if args.size < 1_000:
         parser.error("--size must be at least 1000 (one timed batch)")
 
