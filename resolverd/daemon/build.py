@@ -10,7 +10,6 @@ all survive pickling and a worker crash must not be confused with a bad source).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +151,7 @@ def _diff(previous: str | None, new: Resolver) -> Diff | None:
 
 def _write(path: Path, snapshot: bytearray) -> None:
     """Create the temporary file (owner-only until the publisher sets mode and group)."""
+    from .publish import create_file
+
     path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(snapshot)
+    create_file(path, snapshot, 0o600)

@@ -107,6 +107,40 @@ def _checked_file(path: Path, generation: int | None = None) -> Header:
     return header
 
 
+def create_file(
+    path: Path, data: bytes | bytearray | memoryview, mode: int, gid: int | None = None
+) -> None:
+    """Write a new file with `mode` and group `gid` (None: the process's); the name must be
+    unused. A failed write leaves no file behind."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed it
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+
+
+def _write_control(control: mmap.mmap, generation: int, checksum: int, snapshot: str) -> None:
+    """One seqlock write: sequence odd, fields, sequence even (generation last but one, so a
+    reader that sees the new generation sees the new file name too)."""
+    sequence = struct.unpack_from("<Q", control, CONTROL_SEQUENCE_OFFSET)[0]
+    odd = sequence | 1
+    struct.pack_into("<Q", control, CONTROL_SEQUENCE_OFFSET, odd)
+    struct.pack_into(f"{_SNAPSHOT_SIZE}s", control, _SNAPSHOT_OFFSET, snapshot.encode("ascii"))
+    struct.pack_into("<Q", control, _CHECKSUM_OFFSET, checksum)
+    struct.pack_into("<q", control, _UPDATED_OFFSET, time.time_ns())
+    struct.pack_into("<Q", control, _PID_OFFSET, os.getpid())
+    struct.pack_into("<Q", control, CONTROL_GENERATION_OFFSET, generation)
+    struct.pack_into("<Q", control, CONTROL_SEQUENCE_OFFSET, odd + 1)
+
+
 class Publisher:
     """The one writer of a registry's files in `directory` (see the module rules).
 
@@ -129,7 +163,6 @@ class Publisher:
         self.mode, self.gid, self.grace, self._clock = mode, gid, grace, clock
         self.control_path = self.directory / control_file_name(name)
         self._control: mmap.mmap | None = None
-        self.generation = 0
         self.current: Path | None = None
         self.header: Header | None = None
         self._next = 1
@@ -159,7 +192,7 @@ class Publisher:
             path.unlink(missing_ok=True)
             removed.append(path)
         if current and header is not None:
-            self.generation, self.current, self.header = current, files[current], header
+            self.current, self.header = files[current], header
             self._write_control(current, header.payload_checksum, files[current].name)
         else:
             self._write_control(0, 0, "")
@@ -183,7 +216,9 @@ class Publisher:
         """Map the control file read-write (creating it if absent); the generation it names."""
         if not self.control_path.exists():
             temporary = self.directory / f".{self.control_path.name}.{os.getpid()}.tmp"
-            self._create(temporary, encode_control(ControlState(0, 0, 0, 0, 0, "")))
+            create_file(
+                temporary, encode_control(ControlState(0, 0, 0, 0, 0, "")), self.mode, self.gid
+            )
             os.rename(temporary, self.control_path)
         fd = os.open(self.control_path, os.O_RDWR | os.O_CLOEXEC)
         try:
@@ -198,23 +233,12 @@ class Publisher:
             raise LayoutError(f"{self.control_path}: not a resolverd control file")
         return int(raw["generation"])
 
-    def _create(self, path: Path, data: bytes | bytearray | memoryview) -> None:
-        """Write a new file with the publisher's mode and group; the name must be unused."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode)
-        try:
-            os.fchmod(fd, self.mode)  # the umask may have narrowed it
-            if self.gid is not None:
-                os.fchown(fd, -1, self.gid)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except BaseException:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-
     # -- swap -----------------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """The current generation, 0 while there is none."""
+        return self.header.generation if self.header else 0
 
     @property
     def next_generation(self) -> int:
@@ -230,7 +254,7 @@ class Publisher:
         header = read_header(snapshot)
         temporary = self.temporary_path(header.generation)
         temporary.unlink(missing_ok=True)
-        self._create(temporary, snapshot)
+        create_file(temporary, snapshot, self.mode, self.gid)
         return self.publish_file(temporary)
 
     def publish_file(self, temporary: Path) -> Published:
@@ -252,25 +276,13 @@ class Publisher:
         previous = self.current
         if previous is not None:
             self._retiring.append((self._clock() + self.grace, previous))
-        self.generation, self.current, self.header = header.generation, final, header
+        self.current, self.header = final, header
         self._next = header.generation + 1
         return Published(header.generation, final, header, previous)
 
     def _write_control(self, generation: int, checksum: int, snapshot: str) -> None:
-        """One seqlock write: sequence odd, fields, sequence even (generation last but one, so
-        a reader that sees the new generation sees the new file name too)."""
-        control = self._control
-        assert control is not None
-        sequence = struct.unpack_from("<Q", control, CONTROL_SEQUENCE_OFFSET)[0]
-        odd = sequence + 1 if sequence % 2 == 0 else sequence
-        struct.pack_into("<Q", control, CONTROL_SEQUENCE_OFFSET, odd)
-        name = snapshot.encode("ascii")
-        struct.pack_into(f"{_SNAPSHOT_SIZE}s", control, _SNAPSHOT_OFFSET, name)
-        struct.pack_into("<Q", control, _CHECKSUM_OFFSET, checksum)
-        struct.pack_into("<q", control, _UPDATED_OFFSET, time.time_ns())
-        struct.pack_into("<Q", control, _PID_OFFSET, os.getpid())
-        struct.pack_into("<Q", control, CONTROL_GENERATION_OFFSET, generation)
-        struct.pack_into("<Q", control, CONTROL_SEQUENCE_OFFSET, odd + 1)
+        assert self._control is not None
+        _write_control(self._control, generation, checksum, snapshot)
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -353,11 +365,7 @@ def _purge(folder: Path, name: str, control_path: Path) -> list[Path]:
             if os.fstat(fd).st_size == CONTROL_SIZE:
                 with mmap.mmap(fd, CONTROL_SIZE) as control:
                     if control[:8] == CONTROL_MAGIC:
-                        sequence = struct.unpack_from("<Q", control, CONTROL_SEQUENCE_OFFSET)[0]
-                        odd = sequence | 1
-                        struct.pack_into("<Q", control, CONTROL_SEQUENCE_OFFSET, odd)
-                        struct.pack_into("<Q", control, CONTROL_GENERATION_OFFSET, 0)
-                        struct.pack_into("<Q", control, CONTROL_SEQUENCE_OFFSET, odd + 1)
+                        _write_control(control, 0, 0, "")
         finally:
             os.close(fd)
         control_path.unlink(missing_ok=True)
