@@ -342,8 +342,9 @@ def _control_endpoint(args: argparse.Namespace) -> str:
 
         return resolve_paths(load_config(args.config)).control
     from .client import shm_dir
+    from .config import CONTROL_SOCKET
 
-    return os.environ.get("RESOLVERD_CONTROL") or f"ipc://{shm_dir() / 'resolverd.control'}"
+    return os.environ.get("RESOLVERD_CONTROL") or f"ipc://{shm_dir() / CONTROL_SOCKET}"
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ import mmap
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -43,20 +43,26 @@ from .shm_layout import (
     verify_payload,
 )
 
-DEFAULT_SHM_DIR: Final = "/dev/shm"
-SYSTEMD_RUNTIME_DIR: Final = "/run/resolverd"
+# Where named registries are published when nothing names a directory: the systemd unit's
+# runtime directory where it exists (its group and mode are the operator's), else /dev/shm.
+SYSTEM_RUNTIME_DIR = Path("/run/resolverd")
+DEFAULT_SHM_DIR = Path("/dev/shm")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _MISSING: Final = object()
 T = TypeVar("T")
 
 
-def shm_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Where named registries are published: the argument, else $RESOLVERD_SHM_DIR, else
-    /run/resolverd where it exists (the systemd unit's runtime directory), else /dev/shm."""
-    chosen = explicit or os.environ.get("RESOLVERD_SHM_DIR")
+def shm_dir(
+    explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """Where named registries are published: the argument, else $RESOLVERD_SHM_DIR (from
+    `environ`, default os.environ), else /run/resolverd where it exists (the systemd unit's
+    runtime directory), else /dev/shm. The daemon and every reader use this one rule."""
+    env = os.environ if environ is None else environ
+    chosen = explicit or env.get("RESOLVERD_SHM_DIR")
     if chosen:
         return Path(chosen)
-    return Path(SYSTEMD_RUNTIME_DIR if os.path.isdir(SYSTEMD_RUNTIME_DIR) else DEFAULT_SHM_DIR)
+    return SYSTEM_RUNTIME_DIR if SYSTEM_RUNTIME_DIR.is_dir() else DEFAULT_SHM_DIR
 
 
 def _map_file(path: Path, *, populate: bool) -> mmap.mmap:

@@ -66,6 +66,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import msgspec.inspect
 
+from .client import shm_dir
 from .errors import ConfigError
 from .loaders.postgres import is_dsn
 from .sources import INDIA
@@ -83,10 +84,9 @@ __all__ = [
     "simple_config",
 ]
 
-# The runtime directory when neither the file nor RESOLVERD_SHM_DIR names one: the packaged
-# tmpfiles.d directory if it exists (its group and mode are the operator's), else /dev/shm.
-SYSTEM_RUNTIME_DIR = Path("/run/resolverd")
-FALLBACK_RUNTIME_DIR = Path("/dev/shm")
+# The daemon's sockets, in its socket directory unless the endpoints are configured.
+PUBLISH_SOCKET = "resolverd.pub"
+CONTROL_SOCKET = "resolverd.control"
 
 MAX_MODE = 0o660
 ENV_PREFIX = "RESOLVERD__"
@@ -256,14 +256,7 @@ def resolve_paths(config: Config, environ: Mapping[str, str] | None = None) -> R
     """
     env = os.environ if environ is None else environ
     daemon = config.daemon
-    if daemon.runtime_dir:
-        runtime_dir = Path(daemon.runtime_dir)
-    elif env.get("RESOLVERD_SHM_DIR"):
-        runtime_dir = Path(env["RESOLVERD_SHM_DIR"])
-    elif SYSTEM_RUNTIME_DIR.is_dir():
-        runtime_dir = SYSTEM_RUNTIME_DIR
-    else:
-        runtime_dir = FALLBACK_RUNTIME_DIR
+    runtime_dir = shm_dir(daemon.runtime_dir or None, env)
     if daemon.socket_dir:
         socket_dir = Path(daemon.socket_dir)
     elif env.get("RUNTIME_DIRECTORY"):
@@ -274,8 +267,8 @@ def resolve_paths(config: Config, environ: Mapping[str, str] | None = None) -> R
     return ResolvedPaths(
         runtime_dir=runtime_dir,
         socket_dir=socket_dir,
-        publish=daemon.publish or f"ipc://{socket_dir / 'resolverd.pub'}",
-        control=daemon.control or f"ipc://{socket_dir / 'resolverd.control'}",
+        publish=daemon.publish or f"ipc://{socket_dir / PUBLISH_SOCKET}",
+        control=daemon.control or f"ipc://{socket_dir / CONTROL_SOCKET}",
     )
 
 

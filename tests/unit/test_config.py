@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from resolverd import config as config_module
+from resolverd import client as client_module
 from resolverd.config import (
     Config,
     DaemonConfig,
@@ -520,12 +520,12 @@ def test_without_settings_or_variables_the_system_runtime_dir_is_used_if_it_exis
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = simple_config("u", ["synthetic=5"], {})
-    monkeypatch.setattr(config_module, "SYSTEM_RUNTIME_DIR", tmp_path)
+    monkeypatch.setattr(client_module, "SYSTEM_RUNTIME_DIR", tmp_path)
     assert resolve_paths(config, {}).runtime_dir == tmp_path
-    monkeypatch.setattr(config_module, "SYSTEM_RUNTIME_DIR", tmp_path / "absent")
+    monkeypatch.setattr(client_module, "SYSTEM_RUNTIME_DIR", tmp_path / "absent")
     assert resolve_paths(config, {}).runtime_dir == Path("/dev/shm")
     (tmp_path / "file").touch()
-    monkeypatch.setattr(config_module, "SYSTEM_RUNTIME_DIR", tmp_path / "file")
+    monkeypatch.setattr(client_module, "SYSTEM_RUNTIME_DIR", tmp_path / "file")
     assert resolve_paths(config, {}).socket_dir == Path("/dev/shm")
 
 
