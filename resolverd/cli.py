@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
+from ._files import write_atomically
 from .client import Resolver
 from .compiler import compile_snapshot
 from .errors import EX_USAGE, ConfigError, ResolverError, UnavailableError
@@ -81,21 +81,6 @@ def _print_report(report: Report) -> None:
         print(line, file=sys.stderr)
 
 
-def _write_atomically(path: Path, data: bytes | bytearray) -> None:
-    """Write a snapshot beside its destination and rename it into place, so that a reader
-    never maps a half-written file."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def cmd_compile(args: argparse.Namespace) -> int:
     from .sources import previous_counts
 
@@ -105,7 +90,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     loaded = time.perf_counter()
     snapshot = compile_snapshot(registry)
     compiled = time.perf_counter()
-    _write_atomically(Path(args.out), snapshot)
+    write_atomically(Path(args.out), snapshot)
     header = read_header(snapshot)
     summary = {
         "out": args.out,

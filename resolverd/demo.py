@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ._files import write_atomically
 from .client import Resolver
 from .compiler import compile_snapshot
 from .errors import ResolverError, UnavailableError
@@ -162,7 +163,7 @@ class _Demo:
             ).tolist()
         ]
         lines, rows = kite_csv_lines(registry)
-        _replace(self.source, "".join(lines).encode())
+        write_atomically(self.source, "".join(lines).encode())
         _say(
             "source",
             f"{self.source}: the universe's Kite columns as a Kite instruments CSV, "
@@ -190,7 +191,7 @@ class _Demo:
         key = sample[0]
         new_token, old_token, changed = _changed_row(lines, rows[key], registry)
         lines[rows[key]] = changed
-        _replace(self.source, "".join(lines).encode())
+        write_atomically(self.source, "".join(lines).encode())
         self.reader.tell_changed(time.monotonic_ns())
         _say(
             "change",
@@ -377,7 +378,7 @@ def _compile_and_time(
     t1 = time.perf_counter()
     snapshot = compile_snapshot(registry)
     t2 = time.perf_counter()
-    _replace(path, snapshot)
+    write_atomically(path, snapshot)
     del snapshot
     t3 = time.perf_counter_ns()
     with Resolver.open(path) as resolver:
@@ -537,20 +538,6 @@ def _needs_quotes(text: str) -> bool:
 def _field(text: str) -> str:
     """`text` as a CSV field, quoted as `csv` quotes it when it must be."""
     return '"' + text.replace('"', '""') + '"' if _needs_quotes(text) else text
-
-
-def _replace(path: Path, data: bytes | bytearray) -> None:
-    """Write beside `path` and rename into place: a reader (the daemon's poll, a mapping)
-    sees the old file or the new one, never half of one."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 # -- the reader --------------------------------------------------------------------------------
