@@ -50,6 +50,7 @@ from ..config import (
     source_path,
 )
 from ..errors import LayoutError, UnavailableError
+from ..model import days_to_date
 from ..sources import INDIA
 from . import announce, control
 from .build import Built, Failed, Job, build_generation
@@ -87,6 +88,10 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _iso(day: dt.date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
 def _log_unsent(sent: asyncio.Future[Any]) -> None:
     if not sent.cancelled() and sent.exception() is not None:
         log.warning("announcement not sent: %s", sent.exception())
@@ -112,8 +117,6 @@ class RegistryService:
         self.last: dict[str, Any] | None = None
         self.counts = {"ok": 0, "unchanged": 0, "failed": 0}
         self.feeds: dict[str, int] = {}
-        self.trade_date: str | None = None
-        self.instruments = 0
         self._retry: asyncio.TimerHandle | None = None
         self.retry_at: float | None = None
 
@@ -140,20 +143,22 @@ class RegistryService:
         self.daemon.metrics.last_reload_time[self.name] = wall
         result = await self.daemon.run_build(job)
         if isinstance(result, Built) and not result.unchanged:
+            previous = publisher.generation
             try:
                 published = publisher.publish_file(Path(job.out))
             except (LayoutError, OSError) as exc:
                 reason_code = "layout" if isinstance(exc, LayoutError) else "unavailable"
                 result = Failed(reason_code, f"publishing: {exc}", 69)
             else:
-                self._announce(result, published.path.name, time.monotonic() - started, reason)
+                seconds = time.monotonic() - started
+                self._announce(result, previous, published.path.name, seconds, reason)
         seconds = time.monotonic() - started
         self._record(result, reason, wall, seconds)
 
-    def _announce(self, built: Built, snapshot: str, seconds: float, reason: str) -> None:
-        previous = self.daemon.metrics.generation.get(self.name, 0)
-        self.feeds, self.trade_date = built.feeds, built.trade_date
-        self.instruments = built.instruments
+    def _announce(
+        self, built: Built, previous: int, snapshot: str, seconds: float, reason: str
+    ) -> None:
+        self.feeds = built.feeds
         message = announce.Swap(
             registry=self.name,
             generation=built.generation,
@@ -278,7 +283,7 @@ class RegistryService:
             "checksum": f"{header.payload_checksum:016x}" if header else None,
             "snapshot": str(self.publisher.current) if self.publisher.current else None,
             "instruments": header.instrument_count if header else 0,
-            "trade_date": self.trade_date,
+            "trade_date": _iso(days_to_date(header.trade_date)) if header else None,
             "feeds": self.feeds,
             "sources": list(self.config.sources),
             "last_reload": self.last,
