@@ -53,7 +53,7 @@ from ..errors import LayoutError, UnavailableError
 from ..model import days_to_date
 from ..sources import INDIA
 from . import announce, control
-from .build import Built, Failed, Job, build_generation
+from .build import Built, Failed, Job, build_generation, failed
 from .metrics import Metrics, serve_metrics
 from .notify import Notifier, watchdog_loop
 from .publish import Publisher
@@ -147,8 +147,7 @@ class RegistryService:
             try:
                 published = publisher.publish_file(Path(job.out))
             except (LayoutError, OSError) as exc:
-                reason_code = "layout" if isinstance(exc, LayoutError) else "unavailable"
-                result = Failed(reason_code, f"publishing: {exc}", 69)
+                result = failed(exc, "publishing: ")
             else:
                 seconds = time.monotonic() - started
                 self._announce(result, previous, published.path.name, seconds, reason)
@@ -158,7 +157,6 @@ class RegistryService:
     def _announce(
         self, built: Built, previous: int, snapshot: str, seconds: float, reason: str
     ) -> None:
-        self.feeds = built.feeds
         message = announce.Swap(
             registry=self.name,
             generation=built.generation,
@@ -177,10 +175,6 @@ class RegistryService:
         self.daemon.notifier.status(self.daemon.summary())
         metrics = self.daemon.metrics
         metrics.generation[self.name] = built.generation
-        for key in [k for k in metrics.instruments if k[0] == self.name]:
-            del metrics.instruments[key]
-        for feed, count in built.feeds.items():
-            metrics.instruments[(self.name, feed)] = count
         self.daemon.update_segments(self)
         diff = built.diff
         log.info(
@@ -202,6 +196,16 @@ class RegistryService:
             },
         )
 
+    def _serving(self, built: Built) -> None:
+        """Tokens per feed of what is served: a new generation's, or the current one's when
+        the build found the same payload (as after a restart that adopted it)."""
+        self.feeds = built.feeds
+        metrics = self.daemon.metrics
+        for key in [k for k in metrics.instruments if k[0] == self.name]:
+            del metrics.instruments[key]
+        for feed, count in built.feeds.items():
+            metrics.instruments[(self.name, feed)] = count
+
     def _record(self, result: Built | Failed, reason: str, wall: float, seconds: float) -> None:
         metrics = self.daemon.metrics
         metrics.last_reload_duration[self.name] = seconds
@@ -219,6 +223,7 @@ class RegistryService:
             )
             self._schedule_retry()
         else:
+            self._serving(result)
             outcome = "unchanged" if result.unchanged else "ok"
             if result.unchanged:
                 log.info("registry %s: sources unchanged (%s)", self.name, reason)

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ResolverError
+from ..errors import EX_SOFTWARE, EX_UNAVAILABLE, ResolverError
 from .announce import Diff
 
 if TYPE_CHECKING:
     from ..client import Resolver
 
-__all__ = ["Built", "Failed", "Job", "build_generation", "failure_reason"]
+__all__ = ["Built", "Failed", "Job", "build_generation", "failed", "failure_reason"]
 
 
 @dataclass(frozen=True)
@@ -80,16 +80,20 @@ def failure_reason(exc: BaseException) -> str:
     return "internal"
 
 
+def failed(exc: ResolverError | OSError, context: str = "") -> Failed:
+    """The Failed for an expected error: its reason, message and exit code (69 for OSError)."""
+    code = exc.exit_code if isinstance(exc, ResolverError) else EX_UNAVAILABLE
+    return Failed(failure_reason(exc), f"{context}{exc}", code)
+
+
 def build_generation(job: Job) -> Built | Failed:
     """Build `job`'s generation into `job.out` (unless its payload equals the current one)."""
     try:
         return _build(job)
-    except ResolverError as exc:
-        return Failed(failure_reason(exc), str(exc), exc.exit_code)
-    except OSError as exc:
-        return Failed("unavailable", str(exc), 69)
+    except (ResolverError, OSError) as exc:
+        return failed(exc)
     except Exception as exc:  # a bug: reported, never fatal to the daemon
-        return Failed("internal", f"{type(exc).__name__}: {exc}", 70)
+        return Failed("internal", f"{type(exc).__name__}: {exc}", EX_SOFTWARE)
 
 
 def _build(job: Job) -> Built:

@@ -135,6 +135,11 @@ def test_kill_9_leaves_readers_resolving_and_a_restarted_daemon_is_followed(
             assert late.token("NFO:NIFTY24APR22500CE", "kite") == 17437186
         daemon.start()
         assert daemon.status()["generation"] == 1  # adopted, not rebuilt
+        checked = wait_for(
+            lambda: (s := daemon.status())["reloads"]["unchanged"] and s, "the sources checked"
+        )
+        assert checked["feeds"] == {"kite": 2}
+        assert checked["trade_date"] == TRADE_DATE
         write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
         wait_for(lambda: reader.get_token("NSE:AARTIIND", "kite") == 2049, "the restarted one")
         assert reader.generation == 2
