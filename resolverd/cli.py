@@ -402,14 +402,15 @@ def cmd_reload(args: argparse.Namespace) -> int:
         _print_json(result)
     code = 0
     for name, outcome in result.items():
-        if isinstance(outcome, str):
-            print(f"{name}: reload {outcome}") if not args.json else None
-            continue
-        last = outcome["last_reload"]
-        if not args.json:
+        if isinstance(outcome, str):  # --no-wait: "triggered"
+            line = f"{name}: reload {outcome}"
+        else:
+            last = outcome["last_reload"]
+            code = code or int(last["exit_code"])
             detail = f": {last['error']}" if last["error"] else ""
-            print(f"{name}: {last['result']}, generation {outcome['generation']}{detail}")
-        code = code or int(last["exit_code"])
+            line = f"{name}: {last['result']}, generation {outcome['generation']}{detail}"
+        if not args.json:
+            print(line)
     return code
 
 
