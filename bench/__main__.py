@@ -1,5 +1,5 @@
 """``python -m bench core|loaders|c [--size N] [--out DIR]``,
-``python -m bench daemon [--out DIR]``: run a suite and write its results."""
+``python -m bench daemon|torture [--out DIR]``: run a suite and write its results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import c_reader, core, daemon, loaders, report
+from . import c_reader, core, daemon, loaders, report, torture
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,12 +51,20 @@ def main(argv: list[str] | None = None) -> int:
         commands.add_parser("c", help="the C header's single lookups beside the Python client"),
         RESULTS,
     )
+    torture.add_arguments(
+        commands.add_parser(
+            "torture", help="readers checking every answer through swaps and kill -9 (the soak)"
+        ),
+        RESULTS,
+    )
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     if args.command == "daemon":
         return daemon.main(args, command)
     if args.command == "c":
         return c_reader.main(args, command)
+    if args.command == "torture":
+        return torture.main(args, command)
     if args.size < 1_000:
         parser.error("--size must be at least 1000 (one timed batch)")
 

@@ -44,7 +44,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from importlib import metadata
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +56,13 @@ from . import followers, report, timing, zmq_peer
 from .core import KITE_FILE, Check, CpuSample, Results, Row
 from .data import BROKER
 from .moving import MovingSource
+from .processes import RECEIVE_TIMEOUT_S, finish, receive, spawn
 from .served import Served, scratch_directory
 
 Log = Callable[[str], None]
 
 NAME = "bench"
 """The synthetic registry's name (sections 1, 3 and 4); the Kite file is served as ``kite``."""
-RECEIVE_TIMEOUT_S = 60.0
-"""The longest the harness waits for a reader or an announcement before it calls the run
-broken (a reader spawning on a busy 2-core machine takes a few seconds)."""
 WARM_UP_SWAPS = 5
 SWAPPING_GRACE_S = 0.5
 """The synthetic registry's grace period. The harness swaps it 10 to 20 times a second, and
@@ -301,18 +298,18 @@ def _bare_pyzmq(directory: Path, size: int, count: int, gap: float) -> list[floa
     apart by a bare pyzmq publisher process (`bench.zmq_peer`)."""
     endpoint = f"ipc://{directory / 'peer.pub'}"
     topic = announce.SWAP_PREFIX + b"peer"
-    [(process, conn)] = _spawn(zmq_peer.publish, [(endpoint, topic, size, count, gap)])
+    [(process, conn)] = spawn(zmq_peer.publish, [(endpoint, topic, size, count, gap)])
     latencies = []
     try:
-        _receive(conn, "the bare pyzmq publisher")
+        receive(conn, "the bare pyzmq publisher")
         with _subscriber(endpoint, "peer") as socket:
             conn.send("go")
             for _ in range(count):
                 frames, received = _receive_frames(socket, "message from the bare publisher")
                 latencies.append((received - zmq_peer.stamp(frames[1])) / 1e3)
-        _receive(conn, "the bare pyzmq publisher")
+        receive(conn, "the bare pyzmq publisher")
     finally:
-        _finish([(process, conn)])
+        finish([(process, conn)])
     return latencies
 
 
@@ -389,37 +386,6 @@ def _announcements(served: Served, swapper: Swapper, swaps: int, log: Log) -> Re
         f" {peer[0]:.0f} µs, p99 {peer[1]:.0f} µs"
     )
     return part
-
-
-def _spawn(target: Callable[..., None], arguments: list[tuple[Any, ...]]) -> list[Any]:
-    """Start one process per argument tuple, each given its end of a pipe first; returns
-    (process, connection) pairs. The caller ends them with `_finish`."""
-    context = multiprocessing.get_context("spawn")
-    started = []
-    for args in arguments:
-        ours, theirs = context.Pipe()
-        process = context.Process(target=target, args=(theirs, *args), daemon=True)
-        process.start()
-        theirs.close()
-        started.append((process, ours))
-    return started
-
-
-def _receive(conn: Connection, what: str, timeout: float = RECEIVE_TIMEOUT_S) -> Any:
-    if not conn.poll(timeout):
-        raise RuntimeError(f"no answer from {what} within {timeout:g} s")
-    return conn.recv()
-
-
-def _finish(started: list[Any]) -> None:
-    for process, conn in started:
-        with contextlib.suppress(OSError, ValueError):  # it has already gone
-            conn.send(None)
-        conn.close()
-        process.join(10)
-        if process.is_alive():
-            process.terminate()
-            process.join()
 
 
 def _generation_check(served: Served, source: MovingSource, options: Options, log: Log) -> Results:
@@ -551,13 +517,13 @@ def _during_swaps(
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     directory = str(served.directory)
-    started = _spawn(
+    started = spawn(
         followers.check_lookups,
         [(stop, NAME, directory, source.static, source.moving, seed) for seed in range(count)],
     )
     try:
         for index, (_, conn) in enumerate(started):
-            _receive(conn, f"lookup reader {index} opening the registry")
+            receive(conn, f"lookup reader {index} opening the registry")
         first = swapper.generation
         for _, conn in started:
             conn.send("go")
@@ -567,10 +533,10 @@ def _during_swaps(
             swapper.next()
         elapsed = time.perf_counter() - began
         stop.set()
-        counts = [_receive(conn, f"lookup reader {i}") for i, (_, conn) in enumerate(started)]
+        counts = [receive(conn, f"lookup reader {i}") for i, (_, conn) in enumerate(started)]
     finally:
         stop.set()
-        _finish(started)
+        finish(started)
     swaps = swapper.generation - first
     lookups = sum(c["lookups"] for c in counts)
     wrong = sum(c["wrong"] for c in counts)
@@ -669,13 +635,13 @@ def _source_change(root: Path, options: Options, log: Log) -> Results:
     totals, builds = [], []
     key = _changed_row(text, 1)[1]
     with served, _subscriber(served.publish, "kite") as socket:
-        started = _spawn(
+        started = spawn(
             followers.await_token,
             [("kite", str(served.directory), key, options.poll)] * count,
         )
         try:
             for index, (_, conn) in enumerate(started):
-                _receive(conn, f"reader {index} opening the registry")
+                receive(conn, f"reader {index} opening the registry")
             for rep in range(1, reps + 1):
                 changed, _, token = _changed_row(text, rep)
                 temporary = folder / ".instruments.csv.tmp"
@@ -683,11 +649,11 @@ def _source_change(root: Path, options: Options, log: Log) -> Results:
                 for _, conn in started:
                     conn.send(token)
                 for index, (_, conn) in enumerate(started):
-                    _receive(conn, f"reader {index}")  # "polling"
+                    receive(conn, f"reader {index}")  # "polling"
                 replaced = time.time_ns()
                 os.replace(temporary, path)
                 swap, _, _ = _next_swap(socket, "kite")
-                seen = [_receive(conn, f"reader {i}") for i, (_, conn) in enumerate(started)]
+                seen = [receive(conn, f"reader {i}") for i, (_, conn) in enumerate(started)]
                 if {generation for _, generation in seen} != {swap.generation}:
                     raise RuntimeError(f"readers on {seen}, the swap was to {swap.generation}")
                 stamps = [stamp for stamp, _ in seen]
@@ -719,7 +685,7 @@ def _source_change(root: Path, options: Options, log: Log) -> Results:
                     f" {swap.reload_seconds * 1e3:.0f} ms)"
                 )
         finally:
-            _finish(started)
+            finish(started)
     worst = max(totals)
     each = ", ".join(f"{t:.3f}" for t in totals)
     row = Row(

@@ -77,6 +77,11 @@ class Served:
         return f"ipc://{self.directory / 'resolverd.control'}"
 
     def __enter__(self) -> Served:
+        return self.start()
+
+    def start(self) -> Served:
+        """Start the daemon (again, after `stop` or a kill: it adopts the directory) and wait
+        until it serves."""
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "resolverd", "serve", *self.sources, "--name", self.name]
         command += ["--dir", str(self.directory), "--metrics", "", "--log-format", "text"]
