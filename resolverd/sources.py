@@ -97,7 +97,7 @@ def _gated_columns(
     """The gates that apply to a registry that arrives in columns: expiry and fall in size."""
     report = Report(registry.trade_date)
     registry = drop_expired_columns(registry, label, report)
-    check_fall(report, previous, max_drop)
+    check_fall(report, previous, max_drop, lambda _broker: [label])
     return registry, report
 
 

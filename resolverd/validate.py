@@ -20,7 +20,7 @@ columns (the PostgreSQL registry), whose database constraints already hold gates
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,13 +65,14 @@ class Report:
     @property
     def stale(self) -> list[str]:
         """A sentence per source that still lists contracts expired before the trade date."""
-        return [
+        return [self._stale(c) for c in self.sources.values() if c.expired]
+
+    def _stale(self, c: SourceCount) -> str:
+        return (
             f"{c.source} is stale: {c.expired:,} of its {c.rows:,} contracts expired before"
             f" the trade date {self.trade_date} (the latest on {c.latest_expired}), so it"
             f" predates {self.trade_date}; they were dropped"
-            for c in self.sources.values()
-            if c.expired
-        ]
+        )
 
     def lines(self) -> list[str]:
         """The report as text, warnings grouped by kind with a few shown in full."""
@@ -167,7 +168,7 @@ def check(
         for token in instrument.tokens:
             brokers[token.broker] = brokers.get(token.broker, 0) + 1
     report.brokers = brokers
-    check_fall(report, previous, max_drop)
+    check_fall(report, previous, max_drop, lambda broker: _sources_of(joined, broker))
     return kept, report
 
 
@@ -203,21 +204,45 @@ def _no_duplicate_tokens(kept: list[Instrument], token_origins: list[list[Origin
                 )
 
 
+def _sources_of(joined: Joined, broker: str) -> list[str]:
+    """The sources that brought tokens of `broker`, expired rows included (for a message)."""
+    sources: dict[str, None] = {}
+    for instrument, origins in zip(joined.instruments, joined.token_origins, strict=True):
+        for token, origin in zip(instrument.tokens, origins, strict=True):
+            if token.broker == broker:
+                sources[origin.source] = None
+    return list(sources)
+
+
 def check_fall(
-    report: Report, previous: Mapping[str, int] | None, max_drop: float = DEFAULT_MAX_DROP
+    report: Report,
+    previous: Mapping[str, int] | None,
+    max_drop: float = DEFAULT_MAX_DROP,
+    sources_of: Callable[[str], Sequence[str]] | None = None,
 ) -> None:
-    """Gate 4: refuse a broker that fell by more than `max_drop` against `previous`."""
+    """Gate 4: refuse a broker that fell by more than `max_drop` against `previous`.
+
+    `sources_of(broker)` names the sources that brought the broker's instruments, so that the
+    error says which file to look at; it is called only for the error.
+    """
     if previous is None:
         return
     report.previous = dict(previous)
     for broker, before in sorted(previous.items()):
         now = report.brokers.get(broker, 0)
         if before and (before - now) / before > max_drop:
+            sources = list(sources_of(broker)) if sources_of is not None else []
+            of = f" of {', '.join(sources)}" if sources else ""
+            # A stale file falls too (its expired contracts are dropped): say so, it is the
+            # likelier cause than a partial download.
+            stale = [
+                report._stale(c) for s in sources if (c := report.sources.get(s)) and c.expired
+            ]
             raise RegistryError(
                 f"broker {broker}: {now:,} instruments against {before:,} in the previous"
                 f" snapshot, a fall of {(before - now) / before:.1%}, more than the"
-                f" {max_drop:.0%} allowed (a partial download?); raise --max-drop if the"
-                " fall is real"
+                f" {max_drop:.0%} allowed (a partial download{of}?); raise --max-drop if the"
+                " fall is real" + "".join(f"; {line}" for line in stale)
             )
 
 

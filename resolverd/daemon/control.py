@@ -47,6 +47,8 @@ def decode_request(payload: bytes) -> Request:
         return _request_decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise ValueError(f"malformed request: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec's error for a msgpack string that is not UTF-8
+        raise ValueError(f"malformed request: a string is not UTF-8 ({exc.reason})") from None
 
 
 def encode_reply(reply: Reply) -> bytes:
