@@ -54,6 +54,13 @@
  *    obtained just before a check stay valid across it; anything older is unmapped. The
  *    publisher unlinks a replaced file only after its grace period, and unlinking never
  *    disturbs a mapping.
+ * 7. Only files a trusted user published are mapped (as resolverd/_trust.py does): a regular
+ *    file (a symlink is refused), owned by this process's effective user, root, the owner of
+ *    the file's directory when no one else may write that directory (systemd's
+ *    /run/resolverd), or a user listed in $RESOLVERD_OWNER (names or uids, comma-separated),
+ *    and writable by no one but its owner; a followed generation must also belong to the owner
+ *    of its control segment. Anyone may create files in /dev/shm: a planted snapshot gives
+ *    RSV_EUNTRUSTED and is never resolved from.
  *
  * Memory ordering of the control segment (a seqlock written by the publisher): the reader
  * loads `sequence` with acquire semantics, copies the fields with relaxed atomic loads, issues
@@ -82,8 +89,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #ifndef RSV_NO_XXHASH_INCLUDE
@@ -93,6 +102,9 @@
 
 #ifndef O_CLOEXEC
 #define O_CLOEXEC 0
+#endif
+#ifndef O_NOFOLLOW
+#define O_NOFOLLOW 0
 #endif
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -127,6 +139,7 @@ extern "C" {
 #define RSV_EUNAVAILABLE (-6) /* a registry with no generation published (yet, or any more) */
 #define RSV_EINVAL (-7) /* a bad argument (a registry name that is not one) */
 #define RSV_ENOMEM (-8)
+#define RSV_EUNTRUSTED (-9) /* a file a reader must not resolve from: see rule 7 */
 
 #define RSV_ERROR_SIZE 256 /* enough for every message this header writes */
 
@@ -214,6 +227,7 @@ typedef struct rsv_follower {
     char *name;
     unsigned flags;
     const unsigned char *control; /* the control segment, mapped read-only */
+    uid_t owner;                  /* the control segment's owner: every generation's too */
     uint64_t sequence;            /* the `sequence` the current generation was read under */
     rsv_snapshot *current, *previous;
     uint64_t swaps, failed_refreshes;
@@ -432,10 +446,25 @@ RSV__INLINE int rsv__ascii(const unsigned char *field, size_t width, char *out) 
     return 1;
 }
 
+RSV__INLINE int rsv__by_name(const void *a, const void *b) {
+    return strcmp(((const rsv__section *)a)->name, ((const rsv__section *)b)->name);
+}
+
+/* A section by name, in a table sorted by name (rsv__view sorts its copy once it is read):
+ * a binary search, because a forged table of 65536 sections searched linearly for every
+ * expected section cost billions of comparisons, seconds of rsv_open. */
 RSV__INLINE const rsv__section *rsv__get(const rsv__section *table, uint32_t count,
                                          const char *name) {
-    for (uint32_t i = 0; i < count; i++)
-        if (strcmp(table[i].name, name) == 0) return &table[i];
+    uint32_t low = 0, high = count;
+    while (low < high) {
+        uint32_t mid = low + (high - low) / 2;
+        int order = strcmp(table[mid].name, name);
+        if (order == 0) return &table[mid];
+        if (order < 0)
+            low = mid + 1;
+        else
+            high = mid;
+    }
     return NULL;
 }
 
@@ -506,7 +535,7 @@ RSV__INLINE int rsv__load(rsv_snapshot *snap, const rsv__section *table, uint32_
                           char *err, size_t errlen) {
     const unsigned char *base = snap->base;
     const uint64_t n = snap->n;
-    const rsv__section *s;
+    const rsv__section *s = NULL;
     int rc;
 #define RSV__EXPECT(name, dtype, items)                                                  \
     do {                                                                                 \
@@ -575,7 +604,8 @@ RSV__INLINE int rsv__load(rsv_snapshot *snap, const rsv__section *table, uint32_
         if (bits < 1 || bits > RSV_MAX_BUCKET_BITS)
             return rsv__fail(err, errlen, "feed %u: field bucket_bits %u is out of range",
                              (unsigned)f, (unsigned)bits);
-        if (feed->slot_count < feed->count || feed->slot_count >= ((uint64_t)1 << 32))
+        if (feed->slot_count < feed->count || feed->slot_count == 0 ||
+            feed->slot_count >= ((uint64_t)1 << 32))
             return rsv__fail(err, errlen, "feed %u: field slot_count %llu is out of range for "
                              "count %llu", (unsigned)f, (unsigned long long)feed->slot_count,
                              (unsigned long long)feed->count);
@@ -687,7 +717,9 @@ RSV__INLINE int rsv__view(rsv_snapshot *snap, char *err, size_t errlen) {
         return rsv__fail(err, errlen, "header field key_bucket_bits: %u is out of range",
                          (unsigned)bits);
     snap->key_shift = 64 - bits;
-    if (snap->key_slots < snap->n || snap->key_slots >= ((uint64_t)1 << 32))
+    /* S >= 1 even for n == 0: every lookup takes its hash modulo S. */
+    if (snap->key_slots < snap->n || snap->key_slots == 0 ||
+        snap->key_slots >= ((uint64_t)1 << 32))
         return rsv__fail(err, errlen, "header field key_slot_count: %llu is out of range for "
                          "n=%llu", (unsigned long long)snap->key_slots,
                          (unsigned long long)snap->n);
@@ -716,8 +748,6 @@ RSV__INLINE int rsv__view(rsv_snapshot *snap, char *err, size_t errlen) {
         if (itemsize == 0)
             rc = rsv__fail(err, errlen, "section '%s': section dtype '%s' is not one this "
                            "layout uses", t->name, t->dtype);
-        else if (rsv__get(table, i, t->name) != NULL)
-            rc = rsv__fail(err, errlen, "section '%s' appears twice", t->name);
         else if (t->offset % RSV_ALIGN || t->offset < header_size)
             rc = rsv__fail(err, errlen, "section '%s': offset %llu is misaligned or inside the "
                            "header", t->name, (unsigned long long)t->offset);
@@ -731,6 +761,11 @@ RSV__INLINE int rsv__view(rsv_snapshot *snap, char *err, size_t errlen) {
                            (unsigned long long)(t->offset + t->nbytes),
                            (unsigned long long)size);
     }
+    /* Sorted by name, the table finds a section in O(log count) and a name twice side by side. */
+    if (rc == RSV_OK) qsort(table, section_count, sizeof *table, rsv__by_name);
+    for (uint32_t i = 1; i < section_count && rc == RSV_OK; i++)
+        if (strcmp(table[i - 1].name, table[i].name) == 0)
+            rc = rsv__fail(err, errlen, "section '%s' appears twice", table[i].name);
     if (rc == RSV_OK) rc = rsv__load(snap, table, section_count, err, errlen);
     free(table);
     if (rc == RSV_OK && (snap->flags & RSV_VERIFY)) {
@@ -748,30 +783,110 @@ RSV__INLINE int rsv__errno_status(int error) {
     return error == ENOENT ? RSV_ENOENT : RSV_EIO;
 }
 
-/* Map a whole file read-only and validate it. On success *out owns the mapping (rsv_close);
- * on failure *out is NULL and `err` says what is wrong with the file, prefixed by its path. */
-RSV__INLINE int rsv_open(const char *path, unsigned flags, rsv_snapshot **out, char *err,
-                         size_t errlen) {
-    *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+/* Whether `uid` is one of the users named in $RESOLVERD_OWNER (names or uids, commas). */
+RSV__INLINE int rsv__named_owner(uid_t uid) {
+    const char *list = getenv("RESOLVERD_OWNER");
+    if (list == NULL) return 0;
+    while (*list) {
+        char name[256];
+        size_t len = strcspn(list, ",");
+        if (len > 0 && len < sizeof name) {
+            memcpy(name, list, len);
+            name[len] = 0;
+            char *end;
+            unsigned long number = strtoul(name, &end, 10);
+            if (*end == 0 && end != name) {
+                if ((uid_t)number == uid) return 1;
+            } else {
+                const struct passwd *user = getpwnam(name);
+                if (user != NULL && user->pw_uid == uid) return 1;
+            }
+        }
+        list += len + (list[len] == ',');
+    }
+    return 0;
+}
+
+/* Rule 7 for the file `st` at `path`; `owner` (or (uid_t)-1) is the one user that may own it. */
+RSV__INLINE int rsv__check_trust(const char *path, const struct stat *st, uid_t owner, char *err,
+                                 size_t errlen) {
+    if (!S_ISREG(st->st_mode)) return rsv__fail(err, errlen, "%s: not a regular file", path);
+    if (owner != (uid_t)-1 && st->st_uid != owner) {
+        rsv__fail(err, errlen, "%s: owned by uid %lu, not by uid %lu who owns the control "
+                  "segment: refusing a file someone else planted", path,
+                  (unsigned long)st->st_uid, (unsigned long)owner);
+        return RSV_EUNTRUSTED;
+    }
+    int trusted = st->st_uid == geteuid() || st->st_uid == 0 || rsv__named_owner(st->st_uid);
+    if (!trusted) {
+        /* The directory's owner, if no one else may write the directory. */
+        char directory[4096];
+        const char *slash = strrchr(path, '/');
+        size_t len = slash == NULL ? 0 : (size_t)(slash - path);
+        struct stat dir;
+        if (len < sizeof directory) {
+            if (slash == NULL)
+                strcpy(directory, ".");
+            else if (len == 0)
+                strcpy(directory, "/");
+            else {
+                memcpy(directory, path, len);
+                directory[len] = 0;
+            }
+            trusted = stat(directory, &dir) == 0 && !(dir.st_mode & (S_IWGRP | S_IWOTH)) &&
+                      dir.st_uid == st->st_uid;
+        }
+    }
+    if (!trusted) {
+        rsv__fail(err, errlen, "%s: owned by uid %lu, who is not trusted to publish snapshots "
+                  "here (set $RESOLVERD_OWNER to trust the daemon's user)", path,
+                  (unsigned long)st->st_uid);
+        return RSV_EUNTRUSTED;
+    }
+    if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+        rsv__fail(err, errlen, "%s: mode %04o lets users other than its owner write it", path,
+                  (unsigned)(st->st_mode & 07777));
+        return RSV_EUNTRUSTED;
+    }
+    return RSV_OK;
+}
+
+/* Open `path` read-only for mapping: no symlink, rule 7 checked; the descriptor or a status. */
+RSV__INLINE int rsv__open_trusted(const char *path, uid_t owner, struct stat *st, char *err,
+                                  size_t errlen) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         int e = errno;
+        if (e == ELOOP) {
+            rsv__fail(err, errlen, "%s: a symbolic link, not a snapshot file", path);
+            return RSV_EUNTRUSTED;
+        }
         rsv__fail(err, errlen, "%s: cannot open: %s", path, strerror(e));
         errno = e;
         return rsv__errno_status(e);
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
+    if (fstat(fd, st) != 0) {
         int e = errno;
         close(fd);
         rsv__fail(err, errlen, "%s: cannot stat: %s", path, strerror(e));
         errno = e;
         return RSV_EIO;
     }
-    if (!S_ISREG(st.st_mode)) {
+    int rc = rsv__check_trust(path, st, owner, err, errlen);
+    if (rc != RSV_OK) {
         close(fd);
-        return rsv__fail(err, errlen, "%s: not a regular file", path);
+        return rc;
     }
+    return fd;
+}
+
+/* rsv_open, with `owner` the one user the file may belong to ((uid_t)-1: any trusted one). */
+RSV__INLINE int rsv__open_owned(const char *path, unsigned flags, uid_t owner,
+                                rsv_snapshot **out, char *err, size_t errlen) {
+    *out = NULL;
+    struct stat st;
+    int fd = rsv__open_trusted(path, owner, &st, err, errlen);
+    if (fd < 0) return fd;
     if (st.st_size == 0) {
         close(fd);
         return rsv__fail(err, errlen, "%s: truncated: the file is empty", path);
@@ -807,6 +922,14 @@ RSV__INLINE int rsv_open(const char *path, unsigned flags, rsv_snapshot **out, c
     }
     *out = snap;
     return RSV_OK;
+}
+
+/* Map a whole file read-only and validate it. On success *out owns the mapping (rsv_close);
+ * on failure *out is NULL and `err` says what is wrong with the file, prefixed by its path.
+ * RSV_EUNTRUSTED for a file rule 7 refuses. */
+RSV__INLINE int rsv_open(const char *path, unsigned flags, rsv_snapshot **out, char *err,
+                         size_t errlen) {
+    return rsv__open_owned(path, flags, (uid_t)-1, out, err, errlen);
 }
 
 /* -- following a named registry -------------------------------------------------------------- */
@@ -867,7 +990,7 @@ RSV__INLINE int rsv__open_generation(const rsv_follower *f, const rsv_control *s
     char *path = (char *)malloc(len);
     if (path == NULL) return RSV_ENOMEM;
     snprintf(path, len, "%s/%s", f->directory, state->snapshot);
-    int rc = rsv_open(path, f->flags, out, err, errlen);
+    int rc = rsv__open_owned(path, f->flags, f->owner, out, err, errlen);
     free(path);
     if (rc == RSV_OK && (*out)->generation != state->generation) {
         rsv__fail(err, errlen, "%s: generation %llu in the snapshot, %llu in the control segment",
@@ -913,18 +1036,20 @@ RSV__INLINE int rsv_follow_open(const char *directory, const char *name, unsigne
     f->name = rsv__strdup(name);
     snprintf(path, len, "%s/resolverd.%s.ctl", directory, name);
     int rc = RSV_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    if (f->directory == NULL || f->name == NULL) {
-        rc = RSV_ENOMEM;
-    } else if (fd < 0) {
-        int e = errno;
-        rc = e == ENOENT ? RSV_EUNAVAILABLE : RSV_EIO;
+    int fd = f->directory == NULL || f->name == NULL
+                 ? RSV_ENOMEM
+                 : rsv__open_trusted(path, (uid_t)-1, &st, err, errlen);
+    if (fd == RSV_ENOENT) {
+        rc = RSV_EUNAVAILABLE;
         rsv__fail(err, errlen, "registry '%s' is not published in %s (%s: %s)", name, directory,
-                  path, strerror(e));
-    } else if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < RSV_CONTROL_SIZE) {
-        rc = rsv__fail(err, errlen, "%s: not a control segment (size or type)", path);
+                  path, strerror(ENOENT));
+    } else if (fd < 0) {
+        rc = fd;
+    } else if (st.st_size < RSV_CONTROL_SIZE) {
+        rc = rsv__fail(err, errlen, "%s: not a control segment (size)", path);
     } else {
+        f->owner = st.st_uid;
         void *control = mmap(NULL, RSV_CONTROL_SIZE, PROT_READ, MAP_SHARED, fd, 0);
         if (control == MAP_FAILED) {
             rc = RSV_EIO;
@@ -1030,6 +1155,7 @@ RSV__INLINE const char *rsv_status_name(int status) {
     case RSV_EUNAVAILABLE: return "RSV_EUNAVAILABLE";
     case RSV_EINVAL: return "RSV_EINVAL";
     case RSV_ENOMEM: return "RSV_ENOMEM";
+    case RSV_EUNTRUSTED: return "RSV_EUNTRUSTED";
     default: return "RSV_E?";
     }
 }

@@ -14,6 +14,7 @@ from .errors import (
     SourceMissingError,
     UnavailableError,
     UnknownNameError,
+    UntrustedError,
 )
 from .model import BrokerToken, Instrument, Registry
 from .shm_layout import NO_TOKEN
@@ -32,5 +33,6 @@ __all__ = [
     "SourceMissingError",
     "UnavailableError",
     "UnknownNameError",
+    "UntrustedError",
     "compile_snapshot",
 ]

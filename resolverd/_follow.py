@@ -74,10 +74,11 @@ _PROPERTIES = (
 class Following(Resolver):
     """The current generation of registry `name` in `directory`, followed across swaps."""
 
-    def __init__(self, name: str, directory: Path, **options: Any) -> None:
+    def __init__(self, name: str, directory: Path, trusted: frozenset[int], **options: Any) -> None:
         # Resolver.__init__ is not called: every table lives in the current generation.
         self.name = name
         self.directory = directory
+        self._trusted = trusted
         self.control_path = directory / control_file_name(name)
         self.swaps = 0
         self.failed_refreshes = 0
@@ -97,13 +98,14 @@ class Following(Resolver):
 
         self._follow = follow
         try:
-            self._control: mmap.mmap | None = _map_file(self.control_path, populate=False)
+            control, self._publisher = _map_file(self.control_path, populate=False, trusted=trusted)
         except FileNotFoundError:
             raise UnavailableError(
                 f"registry {name!r} is not published in {directory} "
                 f"(no {self.control_path.name}); is `resolverd serve` running?"
             ) from None
-        self._words: memoryview | None = memoryview(self._control).cast("Q")
+        self._control: mmap.mmap | None = control
+        self._words: memoryview | None = memoryview(control).cast("Q")
         for _ in range(5):
             state = read_control(self._control)
             if state.generation == 0:
@@ -128,7 +130,9 @@ class Following(Resolver):
             )
         path = self.directory / state.snapshot
         options = dict(self._options)
-        mapped = _map_file(path, populate=options.pop("populate"))
+        mapped, _ = _map_file(
+            path, populate=options.pop("populate"), trusted=self._trusted, owner=self._publisher
+        )
         follow = {"control": self._words, "sequence": state.sequence, "follow": self._follow}
         try:
             current = Resolver(mapped, _owned=True, _follow=follow, **options)

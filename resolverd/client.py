@@ -14,11 +14,12 @@ mapped sections.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
+import errno
 import mmap
 import os
 import re
-import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from pathlib import Path
@@ -29,15 +30,19 @@ import xxhash
 from numpy.typing import ArrayLike, NDArray
 
 from . import _hot, phf
-from .errors import LayoutError, UnavailableError, UnknownNameError
+from ._trust import Owner, check_file, trusted_owners
+from .errors import LayoutError, UnavailableError, UnknownNameError, UntrustedError
 from .model import BrokerToken, Instrument, days_to_date
 from .shm_layout import (
+    FIRST_DAY,
     KIND_INT,
+    LAST_DAY,
     MASK64,
     MIX_MULTIPLIER,
     NO_TOKEN,
     PILOT_MIX,
     Header,
+    check_broker,
     check_feed,
     read_header,
     verify_payload,
@@ -65,23 +70,27 @@ def shm_dir(
     return SYSTEM_RUNTIME_DIR if SYSTEM_RUNTIME_DIR.is_dir() else DEFAULT_SHM_DIR
 
 
-def _map_file(path: Path, *, populate: bool) -> mmap.mmap:
-    """Map a whole file read-only; PROT_READ makes every write through the mapping impossible."""
+def _map_file(
+    path: Path, *, populate: bool, trusted: frozenset[int], owner: int | None = None
+) -> tuple[mmap.mmap, int]:
+    """Map a whole file read-only, with its owner's uid, if `_trust.check_file` accepts it.
+    PROT_READ makes every write through the mapping impossible; O_NOFOLLOW refuses a symlink
+    planted in the file's place."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UntrustedError(f"{path}: a symbolic link, not a snapshot file") from None
         raise UnavailableError(f"{path}: cannot open: {exc.strerror}") from exc
     try:
         status = os.fstat(fd)
-        size = status.st_size
-        if not stat.S_ISREG(status.st_mode):
-            raise LayoutError(f"{path}: not a regular file")
-        if size == 0:
+        check_file(path, status, trusted, owner)
+        if status.st_size == 0:
             raise LayoutError(f"{path}: truncated: the file is empty")
         flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
-        return mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ)
+        return mmap.mmap(fd, status.st_size, flags=flags, prot=mmap.PROT_READ), status.st_uid
     finally:
         os.close(fd)
 
@@ -106,6 +115,26 @@ def _name(record: np.void, what: str) -> str:
         return record["name"].decode("ascii")  # type: ignore[no-any-return]
     except UnicodeDecodeError:
         raise LayoutError(f"{what}: field name {record['name']!r} is not ASCII") from None
+
+
+def _check_utf8(what: str, column: NDArray[np.bytes_]) -> None:
+    """LayoutError unless every NUL-padded row of a fixed-width string column is UTF-8."""
+    raw = np.ascontiguousarray(column).view(np.uint8)
+    try:
+        codecs.utf_8_decode(raw, "strict", True)  # type: ignore[arg-type]  # a buffer
+    except UnicodeDecodeError:
+        raise LayoutError(f"{what}: a string is not UTF-8") from None
+    # Valid as a whole, the rows are valid one by one unless a character runs across the
+    # boundary of two rows: then the second row starts with a continuation byte.
+    if ((raw[:: column.dtype.itemsize] & 0xC0) == 0x80).any():
+        raise LayoutError(f"{what}: a string is not UTF-8")
+
+
+def _day(days: int, ordinal: int) -> int:
+    """A record's date field, checked where `verify` may not have checked it."""
+    if not FIRST_DAY <= days <= LAST_DAY:
+        raise LayoutError(f"section 'records': row {ordinal}: field expiry {days} is not a date")
+    return days
 
 
 class _StrColumn:
@@ -177,8 +206,16 @@ class Resolver:
         _owned: bool = False,
         _follow: dict[str, Any] | None = None,
     ) -> None:
-        """View a snapshot held in any buffer. Validates header and section table (and with
-        `verify`, the payload checksum and every stored index); raises LayoutError."""
+        """View a snapshot held in any buffer; raises LayoutError for one that is not valid.
+
+        Always validated, at O(sections): the header, the section table and the broker and
+        feed records. With `verify`, also the payload checksum and every stored index and
+        string, at O(n). Without it the payload's content is trusted, which keeps the lookups
+        free of range checks: a payload damaged or forged after its checksum was computed can
+        then give wrong answers, or make a lookup raise IndexError (a stored ordinal out of
+        range), UnicodeDecodeError (a key or token that is not UTF-8) or LayoutError (a
+        record's date out of range), though no read ever leaves the buffer. `verify=True`
+        refuses every such snapshot: use it for files from anywhere but a trusted publisher."""
         self._buffer: Any = buffer
         self._owns_buffer = _owned
         self._memory: memoryview | None = memoryview(buffer).toreadonly().cast("B")
@@ -206,6 +243,7 @@ class Resolver:
         verify: bool = False,
         populate: bool = False,
         directory: str | os.PathLike[str] | None = None,
+        owner: Owner | Sequence[Owner] = (),
     ) -> Resolver:
         """Map a snapshot file, or follow a registry published by name.
 
@@ -215,6 +253,10 @@ class Resolver:
         lookup first compares the control segment's sequence with the one it last saw (one
         8-byte read) and, when a new generation was published, switches to it before it
         resolves; see `refresh` and `on_swap`. `populate` pre-faults each mapping on open.
+
+        Only files of trusted users are mapped (UntrustedError otherwise): this process's
+        user, root, the owner of a directory no one else may write, and `owner` (a user name
+        or uid, or several) or ``$RESOLVERD_OWNER``; see `resolverd._trust`.
         """
         text = os.fspath(source)
         is_name = (
@@ -224,17 +266,26 @@ class Resolver:
             and not text.endswith(".snap")
             and not Path(text).is_file()
         )
+        owners = [owner] if isinstance(owner, int | str) else list(owner)
         if not is_name:
             path = Path(text)
+            trusted = trusted_owners(path.parent, owners)
             try:
-                mapped = _map_file(path, populate=populate)
+                mapped, _ = _map_file(path, populate=populate, trusted=trusted)
             except FileNotFoundError:
                 raise UnavailableError(f"{path}: no such snapshot file") from None
             return cls._from_map(mapped, str(path), strict=strict, cache=cache, verify=verify)
         from ._follow import Following
 
+        folder = shm_dir(directory)
         return Following(
-            text, shm_dir(directory), strict=strict, cache=cache, verify=verify, populate=populate
+            text,
+            folder,
+            trusted_owners(folder, owners),
+            strict=strict,
+            cache=cache,
+            verify=verify,
+            populate=populate,
         )
 
     @classmethod
@@ -280,10 +331,24 @@ class Resolver:
         self._string_count = len(offsets) - 1
         brokers = self._array("brokers")
         broker_names = [_name(record, f"broker {j}") for j, record in enumerate(brokers)]
+        broker_kinds = [int(record["kind"]) for record in brokers]
+        seen: set[str] = set()
+        for j, record in enumerate(brokers):
+            if broker_names[j] in seen:
+                raise LayoutError(f"broker {j}: name {broker_names[j]!r} appears twice")
+            seen.add(broker_names[j])
+            check_broker(h, j, record)
         self._feeds: dict[str, _Feed] = {}
         for f, record in enumerate(self._array("feeds")):
             check_feed(h, f, record)
-            feed = _Feed(self, f, record, broker_names[int(record["broker"])])
+            broker, kind = int(record["broker"]), int(record["kind"])
+            if kind != broker_kinds[broker]:
+                raise LayoutError(
+                    f"feed {f}: field kind {kind} is not the kind of broker {broker_names[broker]}"
+                )
+            feed = _Feed(self, f, record, broker_names[broker])
+            if feed.name in self._feeds:
+                raise LayoutError(f"feed {f}: name {feed.name!r} appears twice")
             self._feeds[feed.name] = feed
         self._broker_kinds: dict[str, int] = {}
         self._broker_arrays: dict[str, NDArray[Any]] = {}
@@ -297,7 +362,12 @@ class Resolver:
             first, count = int(record["first_feed"]), int(record["feed_count"])
             if first + count > len(feed_list):
                 raise LayoutError(f"broker {name}: fields first_feed/feed_count point past feeds")
-            self._broker_feeds[name] = tuple(feed_list[first : first + count])
+            own = tuple(feed_list[first : first + count])
+            if any(feed.broker != name for feed in own):
+                raise LayoutError(
+                    f"broker {name}: fields first_feed/feed_count take in another broker's feed"
+                )
+            self._broker_feeds[name] = own
             if kind == KIND_INT:
                 self._broker_columns[name] = self._view(f"tokens.{j}", "Q")
             else:
@@ -306,16 +376,26 @@ class Resolver:
                 )
 
     def _verify_indexes(self) -> None:
-        """O(n) checks that the stored indexes stay in range (part of `verify`)."""
+        """O(n) checks that the stored indexes stay in range and the stored strings and dates
+        decode (part of `verify`): what the lookups trust without it."""
         if (np.diff(self._string_offsets.astype(np.int64)) < 0).any():
             raise LayoutError("section 'strings.offsets' is not in ascending order")
         if self._remap.size and int(self._remap.max()) >= self._n:
             raise LayoutError("section 'key.remap' holds an ordinal out of range")
+        records = self._records
         for field in ("exchange", "segment", "instrument_type", "name"):
-            if int(self._records[field].max()) >= self._string_count:
+            if records.size and int(records[field].max()) >= self._string_count:
                 raise LayoutError(
                     f"section 'records': field {field} holds a string index out of range"
                 )
+        expiry = records["expiry"]
+        if expiry.size and not FIRST_DAY <= int(expiry.min()) <= int(expiry.max()) <= LAST_DAY:
+            raise LayoutError("section 'records': field expiry holds a day that is not a date")
+        _check_utf8("section 'keys'", self._keys)
+        _check_utf8("section 'records': field isin", records["isin"])
+        for j, column in enumerate(self._broker_arrays.values()):
+            if column.dtype.kind == "S":
+                _check_utf8(f"section 'tokens.{j}'", column)
         for feed in self._feeds.values():
             if feed.remap.size and int(feed.remap.max()) >= feed.count:
                 raise LayoutError(f"feed {feed.name}: remap holds an ordinal out of range")
@@ -498,7 +578,7 @@ class Resolver:
             segment=string(int(row["segment"])),
             instrument_type=string(int(row["instrument_type"])),
             name=string(int(row["name"])),
-            expiry=days_to_date(int(row["expiry"])),
+            expiry=days_to_date(_day(int(row["expiry"]), ordinal)),
             strike=float(row["strike"]),
             tick_size=float(row["tick_size"]),
             lot_size=int(row["lot_size"]),
@@ -526,6 +606,8 @@ class Resolver:
 
     def string(self, index: int) -> str:
         """Entry `index` of the string table (what the records' string fields point at)."""
+        if not 0 <= index < self._string_count:
+            raise IndexError(f"string {index} is out of range 0..{self._string_count - 1}")
         start, end = self._string_offsets[index : index + 2].tolist()
         return self._string_data[start:end].tobytes().decode("utf-8", "replace")
 

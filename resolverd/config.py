@@ -8,8 +8,8 @@ The file (every key optional unless said otherwise; the values shown are the def
     socket_dir = ""             # where ipc:// sockets go; "" = $RUNTIME_DIRECTORY (systemd's
                                 # RuntimeDirectory=), else runtime_dir
     group = ""                  # group name or numeric gid owning the segments; "" = ours
-    mode = 0o640                # segment file mode, within 0o660: nothing for others, no
-                                # execute, no setuid/setgid/sticky
+    mode = 0o640                # segment file mode, within 0o640: the group reads, only the
+                                # owner writes (readers refuse files others can write)
     grace_seconds = 10.0        # how long an old generation stays linked after a swap (>= 0)
     publish = ""                # ZeroMQ PUB endpoint, ipc:// or tcp://;
                                 # "" = ipc://<socket_dir>/resolverd.pub
@@ -48,7 +48,7 @@ overrides.
 
 Every mistake is a `ConfigError` whose message says where it is and which key:
 ``resolverd.toml: registries.universe.max_drop: Expected `float` <= 1.0, got 1.5``, or
-``environment RESOLVERD__DAEMON__MODE: daemon.mode: 0o777 is not within 0o660 ...``.
+``environment RESOLVERD__DAEMON__MODE: daemon.mode: 0o777 is not within 0o640 ...``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ __all__ = [
 PUBLISH_SOCKET = "resolverd.pub"
 CONTROL_SOCKET = "resolverd.control"
 
-MAX_MODE = 0o660
+MAX_MODE = 0o640
 ENV_PREFIX = "RESOLVERD__"
 REGISTRY_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
 
@@ -141,8 +141,9 @@ class DaemonConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fro
         if self.mode & ~MAX_MODE:
             raise _Invalid(
                 "mode",
-                f"{self.mode:#o} is not within {MAX_MODE:#o}: segments are for the owner and the "
-                "group, nothing for others, no execute, no setuid, setgid or sticky bit",
+                f"{self.mode:#o} is not within {MAX_MODE:#o}: only the owner writes segments "
+                "(readers refuse files others can write), the group may read, nothing for "
+                "others, no execute, no setuid, setgid or sticky bit",
             )
         _check_finite(self, "grace_seconds", "heartbeat_seconds")
         for key in ("publish", "control"):

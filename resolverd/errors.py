@@ -13,6 +13,7 @@ EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
+EX_NOPERM = 77
 EX_CONFIG = 78
 
 
@@ -84,6 +85,14 @@ class UnavailableError(ResolverError):
     current generation cannot be mapped. Usually the daemon has never run here."""
 
     exit_code = EX_UNAVAILABLE
+
+
+class UntrustedError(UnavailableError):
+    """A control segment or snapshot a reader refuses to resolve from: owned by a user it does
+    not trust, writable by users other than its owner, or not a regular file. Someone else's
+    file where the daemon publishes: a planted snapshot must never answer a lookup."""
+
+    exit_code = EX_NOPERM
 
 
 class ConfigError(ResolverError):

@@ -10,7 +10,8 @@ General
 All integers and floats are little-endian. Offsets are byte offsets from the start of the file.
 Every section starts at a multiple of 64 bytes (a cache line); the bytes between sections, and
 all reserved and padding bytes, MUST be zero. Strings are UTF-8; fixed-width string fields are
-padded with NUL bytes, so a string MUST NOT contain NUL.
+padded with NUL bytes, so a string MUST NOT contain NUL, and are at most 4096 bytes wide. Dates
+are days since 1970-01-01, 0 for none, and MUST lie between 0001-01-01 and 9999-12-31.
 
 Header (128 bytes at offset 0)
 ------------------------------
@@ -31,7 +32,7 @@ offset  size  type     field
 64      8     <u8      key_seed: the seed of the key hash
 72      4     <u4      key_bucket_bits: b, 1 <= b <= 32
 76      4     <u4      key_width: W, bytes per entry of section ``keys``, a multiple of 8
-80      8     <u8      key_slot_count: S, n <= S < 2**32; the writer makes S odd
+80      8     <u8      key_slot_count: S, max(n, 1) <= S < 2**32; the writer makes S odd
 88      4     <u4      broker_count
 92      4     <u4      feed_count
 96      24    -        reserved, zero
@@ -91,6 +92,10 @@ name                   dtype       count  content
 The ``tokens.{j}`` sections follow ``feeds`` in broker order, then the four sections of each feed
 in feed order; ``{j}`` and ``{f}`` are decimal indexes into ``brokers`` and ``feeds``.
 
+Broker names are unique, and so are feed names. A broker's kind and token_width MUST agree with
+its ``tokens.{j}`` section (``<u8``; or ``|S{w}`` with w = token_width), a feed's kind MUST be
+its broker's, and feeds first_feed .. first_feed + feed_count - 1 MUST be the broker's own.
+
 Record ``record`` (64 bytes)
     ======  ====  ====  ===============================================================
     offset  size  type  field
@@ -126,11 +131,11 @@ Record ``feed`` (80 bytes)
     ======  ====  ====  ===============================================================
     0       32    |S32  name (``kite``, ``angel:NFO``)
     32      4     <u4   broker: index into ``brokers``
-    36      1     |u1   kind: 1 integer tokens, 2 string tokens
+    36      1     |u1   kind: its broker's, 1 integer tokens, 2 string tokens
     37      3     -     reserved, zero
     40      8     <u8   seed of the token hash
     48      8     <u8   count: nf, the tokens in the feed
-    56      8     <u8   slot_count: Sf, nf <= Sf
+    56      8     <u8   slot_count: Sf, nf <= Sf and Sf >= 1
     64      4     <u4   bucket_bits: bf, 1 <= bf <= 32
     68      12    -     reserved, zero
     ======  ====  ====  ===============================================================
@@ -218,6 +223,7 @@ Version history
 
 from __future__ import annotations
 
+import datetime as dt
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -236,6 +242,9 @@ HEADER_FIXED_SIZE: Final = 128
 SECTION_ENTRY_SIZE: Final = 64
 MAX_SECTIONS: Final = 1 << 16
 MAX_BUCKET_BITS: Final = 32
+MAX_STRING_WIDTH: Final = 4096
+FIRST_DAY: Final = (dt.date.min - dt.date(1970, 1, 1)).days
+LAST_DAY: Final = (dt.date.max - dt.date(1970, 1, 1)).days
 
 NO_TOKEN: Final = 2**64 - 1
 """The integer token that marks "this broker does not list this instrument"."""
@@ -414,7 +423,7 @@ def section_dtype(dtype_name: str) -> np.dtype[np.generic]:
         return np.dtype(dtype_name)
     if dtype_name.startswith("|S") and dtype_name[2:].isdigit():
         width = int(dtype_name[2:])
-        if 0 < width <= 4096 and width % 8 == 0:
+        if 0 < width <= MAX_STRING_WIDTH and width % 8 == 0:
             return np.dtype(dtype_name)
     raise LayoutError(f"section dtype {dtype_name!r} is not one this layout uses")
 
@@ -586,10 +595,16 @@ def _read_header_v1(view: memoryview, raw: np.void) -> Header:
     slots = int(raw["key_slot_count"])
     if not 1 <= bucket_bits <= MAX_BUCKET_BITS:
         raise LayoutError(f"header field key_bucket_bits: {bucket_bits} is out of range")
-    if slots < n or slots >= 2**32:
+    # S >= 1 even for n == 0: every lookup takes its hash modulo S.
+    if not max(n, 1) <= slots < 2**32:
         raise LayoutError(f"header field key_slot_count: {slots} is out of range for n={n}")
-    if width == 0 or width % 8:
-        raise LayoutError(f"header field key_width: {width} is not a positive multiple of 8")
+    if width == 0 or width % 8 or width > MAX_STRING_WIDTH:
+        raise LayoutError(
+            f"header field key_width: {width} is not a multiple of 8 in 8..{MAX_STRING_WIDTH}"
+        )
+    trade_date = int(raw["trade_date"])
+    if not FIRST_DAY <= trade_date <= LAST_DAY:
+        raise LayoutError(f"header field trade_date: {trade_date} days is not a date")
 
     table = np.frombuffer(view, dtype=SECTION_DTYPE, count=section_count, offset=HEADER_FIXED_SIZE)
     sections: dict[str, SectionEntry] = {}
@@ -628,7 +643,7 @@ def _read_header_v1(view: memoryview, raw: np.void) -> Header:
         header_size=header_size,
         generation=int(raw["generation"]),
         build_time_ns=int(raw["build_time_ns"]),
-        trade_date=int(raw["trade_date"]),
+        trade_date=trade_date,
         instrument_count=n,
         file_size=file_size,
         payload_checksum=int(raw["payload_checksum"]),
@@ -703,7 +718,7 @@ def check_feed(header: Header, index: int, record: np.void) -> None:
     name = f"feed {index}"
     if not 1 <= bits <= MAX_BUCKET_BITS:
         raise LayoutError(f"{name}: field bucket_bits {bits} is out of range")
-    if slots < count or slots >= 2**32:
+    if not max(count, 1) <= slots < 2**32:
         raise LayoutError(f"{name}: field slot_count {slots} is out of range for count {count}")
     if int(record["broker"]) >= header.broker_count:
         raise LayoutError(f"{name}: field broker {int(record['broker'])} is out of range")
@@ -713,6 +728,24 @@ def check_feed(header: Header, index: int, record: np.void) -> None:
     _expect(header, f"feed.{index}.remap", "<u4", slots - count)
     _expect(header, f"feed.{index}.tokens", "<u8", count)
     _expect(header, f"feed.{index}.targets", "<u4", count)
+
+
+def check_broker(header: Header, index: int, record: np.void) -> None:
+    """Validate one broker record against its token section (called once per broker on open):
+    a string column's width bounds every read of it, so the record and the section agree."""
+    kind, width = int(record["kind"]), int(record["token_width"])
+    tokens = header.sections[f"tokens.{index}"].dtype
+    if kind == KIND_INT:
+        fits = tokens == np.dtype("<u8")
+    elif kind == KIND_STR:
+        fits = tokens.kind == "S" and tokens.itemsize == width
+    else:
+        raise LayoutError(f"broker {index}: field kind {kind} is unknown")
+    if not fits:
+        raise LayoutError(
+            f"broker {index}: fields kind {kind} and token_width {width} do not fit "
+            f"section 'tokens.{index}' of dtype {tokens.str}"
+        )
 
 
 def verify_payload(buf: bytes | bytearray | memoryview | object, header: Header) -> None:

@@ -16,6 +16,19 @@ FYERS_FILE = SHARED_DATA / "fyers_NSE_CM_2024-06-25.csv"
 KITE_MOCKS = SHARED_DATA / "kiteconnect-mocks"
 
 
+CONFORMANCE_SNAPSHOT = Path(__file__).resolve().parent / "conformance" / "vectors.snap"
+
+
+@pytest.fixture(scope="session")
+def vectors_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed conformance snapshot, copied with mode 0644: a checkout made under umask
+    002 is group-writable, and both readers rightly refuse a snapshot others can write."""
+    copy = tmp_path_factory.mktemp("conformance") / "vectors.snap"
+    copy.write_bytes(CONFORMANCE_SNAPSHOT.read_bytes())
+    copy.chmod(0o644)
+    return copy
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real broker data not present at {path} (set RESOLVERD_SHARED_DATA)")

@@ -88,6 +88,17 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _shown(spec: str) -> str:
+    """A source as `status` shows it: a connection string without its password."""
+    from ..loaders.postgres import is_dsn
+
+    if not is_dsn(spec):
+        return spec
+    from ..db import redact_dsn  # psycopg: imported only by a daemon that serves a database
+
+    return redact_dsn(spec)
+
+
 def _iso(day: dt.date | None) -> str | None:
     return day.isoformat() if day else None
 
@@ -290,7 +301,7 @@ class RegistryService:
             "instruments": header.instrument_count if header else 0,
             "trade_date": _iso(days_to_date(header.trade_date)) if header else None,
             "feeds": self.feeds,
-            "sources": list(self.config.sources),
+            "sources": [_shown(spec) for spec in self.config.sources],
             "last_reload": self.last,
             "reloads": dict(self.counts),
             "retry_at": self.retry_at,

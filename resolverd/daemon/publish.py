@@ -28,7 +28,9 @@ order (TSO), which is what the protocol needs; a port to a weakly ordered CPU ne
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import mmap
 import os
 import re
@@ -40,7 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LayoutError, UnavailableError
+from .._trust import check_file
+from ..errors import LayoutError, UnavailableError, UntrustedError
 from ..shm_layout import (
     CONTROL_DTYPE,
     CONTROL_GENERATION_OFFSET,
@@ -60,6 +63,8 @@ from ..shm_layout import (
 )
 
 __all__ = ["Published", "Publisher", "published", "purge"]
+
+_log = logging.getLogger("resolverd.daemon")
 
 _CHECKSUM_OFFSET = field_offset(CONTROL_DTYPE, "payload_checksum")
 _UPDATED_OFFSET = field_offset(CONTROL_DTYPE, "updated_ns")
@@ -94,10 +99,29 @@ def _temporary_files(directory: Path, name: str) -> list[Path]:
     return [Path(e.path) for e in os.scandir(directory) if pattern.fullmatch(e.name)]
 
 
+def _open_own(path: Path, flags: int) -> int:
+    """Open a file of this registry that this process's user must have created: not a symlink,
+    owned by this user, writable by nobody else. Anything else was planted (a world-writable
+    /dev/shm lets anyone create these names) and is refused with UntrustedError."""
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UntrustedError(f"{path}: a symbolic link where a file was expected") from None
+        raise
+    try:
+        check_file(path, os.fstat(fd), frozenset({os.geteuid()}))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _checked_file(path: Path, generation: int | None = None) -> Header:
-    """The header of a complete, intact snapshot file (payload checksum included)."""
+    """The header of a complete, intact snapshot file of ours (payload checksum included)."""
     # Read, not mapped: a view kept alive by an exception's traceback would pin a mapping.
-    data = path.read_bytes()
+    with os.fdopen(_open_own(path, os.O_RDONLY), "rb") as file:
+        data = file.read()
     header = read_header(data)
     if header.file_size != len(data):
         raise LayoutError(f"the header says {header.file_size} bytes, the file has {len(data)}")
@@ -105,6 +129,17 @@ def _checked_file(path: Path, generation: int | None = None) -> Header:
     if generation is not None and header.generation != generation:
         raise LayoutError(f"generation {header.generation} in the file, expected {generation}")
     return header
+
+
+def _remove(path: Path) -> bool:
+    """Unlink a stale file; False (logged) for one this user may not remove, which someone
+    else planted in a shared directory: it is ignored, never served."""
+    try:
+        path.unlink(missing_ok=True)
+    except PermissionError:
+        _log.warning("%s: not ours and cannot be removed; ignoring it", path)
+        return False
+    return True
 
 
 def create_file(
@@ -117,14 +152,25 @@ def create_file(
         os.fchmod(fd, mode)  # the umask may have narrowed it
         if gid is not None:
             os.fchown(fd, -1, gid)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data, path)
     except BaseException:
         os.close(fd)
         path.unlink(missing_ok=True)
         raise
     os.close(fd)
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview, path: Path) -> None:
+    """Write all of `data` with write(2), never through a mapping: on a full tmpfs a write
+    fails with ENOSPC, where a store into a mapped, unallocated page would be SIGBUS."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        # write(2)'s error names no file; a full /dev/shm must say which directory is full.
+        name = errno.errorcode.get(exc.errno or 0, "?")
+        raise OSError(exc.errno, f"{exc.strerror} ({name})", str(path)) from exc
 
 
 def _write_control(control: mmap.mmap, generation: int, checksum: int, snapshot: str) -> None:
@@ -185,12 +231,11 @@ class Publisher:
         current, header = self._pick_current(claimed, files)
         removed = []
         for generation, path in files.items():
-            if generation != current:
-                path.unlink(missing_ok=True)
+            if generation != current and _remove(path):
                 removed.append(path)
         for path in _temporary_files(self.directory, self.name):
-            path.unlink(missing_ok=True)
-            removed.append(path)
+            if _remove(path):
+                removed.append(path)
         if current and header is not None:
             self.current, self.header = files[current], header
             self._write_control(current, header.payload_checksum, files[current].name)
@@ -208,7 +253,7 @@ class Publisher:
         for generation in candidates:
             try:
                 return generation, _checked_file(files[generation], generation)
-            except (LayoutError, OSError, ValueError):
+            except (LayoutError, UntrustedError, OSError, ValueError):
                 continue
         return 0, None
 
@@ -220,7 +265,7 @@ class Publisher:
                 temporary, encode_control(ControlState(0, 0, 0, 0, 0, "")), self.mode, self.gid
             )
             os.rename(temporary, self.control_path)
-        fd = os.open(self.control_path, os.O_RDWR | os.O_CLOEXEC)
+        fd = _open_own(self.control_path, os.O_RDWR)
         try:
             if os.fstat(fd).st_size != CONTROL_SIZE:
                 raise LayoutError(f"{self.control_path}: not a control file (size)")
@@ -323,7 +368,7 @@ class Publisher:
 def _lock(directory: Path, name: str, mode: int) -> int:
     """Hold the registry's lock file (rule 5); UnavailableError if another process does."""
     path = directory / f".resolverd.{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -357,9 +402,9 @@ def purge(directory: str | os.PathLike[str], name: str) -> list[Path]:
 def _purge(folder: Path, name: str, control_path: Path) -> list[Path]:
     removed = []
     try:
-        fd = os.open(control_path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        pass
+        fd = os.open(control_path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except (FileNotFoundError, OSError):
+        pass  # none, or a symlink someone planted: unlinked below either way
     else:
         try:
             if os.fstat(fd).st_size == CONTROL_SIZE:

@@ -67,6 +67,18 @@ FORMATS: dict[str, SourceFormat] = {
 }
 
 
+def _quoted(spec: str) -> str:
+    """`spec` for an error message, with any password a mistyped DSN carries taken out."""
+    if "://" not in spec and "password" not in spec:
+        return repr(spec)
+    from ..db import redact_dsn
+
+    name, sep, rest = spec.partition("=")
+    if sep and "://" in rest:
+        return repr(f"{name}={redact_dsn(rest)}")
+    return repr(redact_dsn(spec))
+
+
 def load_source(spec: str) -> Loaded:
     """Load the source named by `spec`: ``FORMAT=PATH`` or a bare ``PATH``.
 
@@ -80,10 +92,10 @@ def load_source(spec: str) -> Loaded:
     if sep and name in FORMATS:
         path = Path(rest)
         if not rest:
-            raise ConfigError(f"source {spec!r} names no file")
+            raise ConfigError(f"source {_quoted(spec)} names no file")
     elif sep and name.isidentifier() and not Path(spec).exists():
         raise ConfigError(
-            f"source {spec!r}: unknown format {name!r}; known formats: {', '.join(FORMATS)}"
+            f"source {_quoted(spec)}: unknown format {name!r}; known formats: {', '.join(FORMATS)}"
         )
     else:
         path = Path(spec)

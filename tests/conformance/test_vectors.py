@@ -4,6 +4,7 @@ compiler: a layout or compiler change that moves a byte fails here before any re
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +22,8 @@ def vectors() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["fingerprint", "strict"])
-def resolver(request: pytest.FixtureRequest) -> Any:
-    with Resolver.open(SNAPSHOT, strict=request.param, verify=True) as opened:
+def resolver(request: pytest.FixtureRequest, vectors_snapshot: Path) -> Any:
+    with Resolver.open(vectors_snapshot, strict=request.param, verify=True) as opened:
         yield opened
 
 
@@ -85,7 +86,9 @@ def test_an_unknown_broker_is_the_callers_error_not_a_miss(resolver: Resolver) -
         resolver.get_token("NSE:INFY", "fyers")
 
 
-def test_strict_batch_ordinals_accept_non_ascii_keys(vectors: dict[str, Any]) -> None:
+def test_strict_batch_ordinals_accept_non_ascii_keys(
+    vectors: dict[str, Any], vectors_snapshot: Path
+) -> None:
     keys = [item["key"] for item in vectors["forward"]]
-    with Resolver.open(SNAPSHOT, strict=True) as strict:
+    with Resolver.open(vectors_snapshot, strict=True) as strict:
         assert strict.ordinals(keys).tolist() == [item["ordinal"] for item in vectors["forward"]]

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from .daemons import daemon, directory, kite  # noqa: F401  (shared fixtures)
+
 _PROBE_TIMEOUT_S = 3
 
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +103,30 @@ class Daemon:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+# The fixtures most daemon tests share (imported by tests/integration/conftest.py).
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Path:
+    """An empty publishing directory."""
+    folder = tmp_path / "shm"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def kite(tmp_path: Path) -> Path:
+    """A two-row Kite master: AARTIIND (1793) and a NIFTY call (17437186)."""
+    path = tmp_path / "instruments.csv"
+    write_kite(path, AARTI, NIFTY_CALL)
+    return path
+
+
+@pytest.fixture
+def daemon(directory: Path, kite: Path) -> Iterator[Daemon]:
+    """`resolverd serve kite=<kite>` publishing registry `universe` in `directory`."""
+    running = Daemon(directory, [f"kite={kite}"]).start()
+    yield running
+    running.stop()

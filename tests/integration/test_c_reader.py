@@ -124,9 +124,9 @@ def vectors() -> dict[str, Any]:
 
 @pytest.mark.parametrize("strict", [False, True], ids=["fingerprint", "strict"])
 def test_the_header_gives_every_vector_its_answer(
-    programs: dict[str, Path], vectors: dict[str, Any], strict: bool
+    programs: dict[str, Path], vectors: dict[str, Any], strict: bool, vectors_snapshot: Path
 ) -> None:
-    snapshot = VECTORS / "vectors.snap"
+    snapshot = vectors_snapshot
     queries = [forward_query(v["key"], v["broker"]) for v in vectors["forward"]]
     queries += [reverse_query(v["token"], v["feed"]) for v in vectors["reverse"]]
     queries += [f"O {hexed(v['key'])}" for v in vectors["forward"]]
@@ -140,17 +140,17 @@ def test_the_header_gives_every_vector_its_answer(
 
 
 def test_strict_ordinals_compare_the_key_bytes(
-    programs: dict[str, Path], vectors: dict[str, Any]
+    programs: dict[str, Path], vectors: dict[str, Any], vectors_snapshot: Path
 ) -> None:
     keys = vectors["keys"]
     queries = [f"S {hexed(k)}" for k in keys] + [f"S {hexed(k + 'X')}" for k in keys]
     queries += [f"S {hexed(k.encode()[:-1])}" for k in keys]
     expected = [str(i) for i in range(len(keys))] + ["-1"] * (2 * len(keys))
-    assert answers(programs["conformance"], VECTORS / "vectors.snap", queries) == expected
+    assert answers(programs["conformance"], vectors_snapshot, queries) == expected
 
 
 def test_a_lookup_of_the_wrong_token_kind_or_an_unknown_name_is_an_error_not_a_miss(
-    programs: dict[str, Path],
+    programs: dict[str, Path], vectors_snapshot: Path
 ) -> None:
     queries = [
         forward_query("NSE:INFY", "fyers"),
@@ -158,7 +158,7 @@ def test_a_lookup_of_the_wrong_token_kind_or_an_unknown_name_is_an_error_not_a_m
         reverse_query(408065, "upstox"),
         reverse_query("408065", "kite"),
     ]
-    got = answers(programs["conformance"], VECTORS / "vectors.snap", queries)
+    got = answers(programs["conformance"], vectors_snapshot, queries)
     assert got == ["RSV_ENAME", "RSV_ENAME", "RSV_EKIND", "RSV_EKIND"]
 
 
@@ -393,3 +393,77 @@ def test_a_c_follower_of_an_unpublished_registry_is_told_it_is_unavailable(
         timeout=10,
     )
     assert (result.returncode, result.stdout.split()[:2]) == (3, ["open", "RSV_EUNAVAILABLE"])
+
+
+# -- trust: the C reader refuses what the Python reader refuses (resolverd/_trust.py) ----------
+
+
+def test_the_c_reader_refuses_a_snapshot_others_can_write_and_a_symlink(
+    programs: dict[str, Path], vectors_snapshot: Path, tmp_path: Path
+) -> None:
+    writable = tmp_path / "writable.snap"
+    writable.write_bytes(vectors_snapshot.read_bytes())
+    writable.chmod(0o664)
+    result = run_c(programs["conformance"], writable, [])
+    assert result.returncode == 3
+    assert result.stdout.startswith(f"open RSV_EUNTRUSTED {writable}: mode 0664"), result.stdout
+    link = tmp_path / "link.snap"
+    link.symlink_to(vectors_snapshot)
+    result = run_c(programs["conformance"], link, [])
+    assert result.stdout.startswith(f"open RSV_EUNTRUSTED {link}: a symbolic link"), result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a file to another user (chown) needs root")
+def test_the_c_reader_trusts_another_users_snapshot_only_when_told_to(
+    programs: dict[str, Path], vectors_snapshot: Path, tmp_path: Path
+) -> None:
+    planted = tmp_path / "planted.snap"
+    planted.write_bytes(vectors_snapshot.read_bytes())
+    planted.chmod(0o644)
+    os.chown(planted, 65534, -1)
+    result = run_c(programs["conformance"], planted, [])
+    assert result.stdout.startswith(f"open RSV_EUNTRUSTED {planted}: owned by uid 65534")
+    env = {**os.environ, "RESOLVERD_OWNER": "daemon,65534"}
+    trusted = subprocess.run(
+        [str(programs["conformance"]), str(planted)],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert trusted.stdout.startswith("open RSV_OK"), trusted.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="handing a file to another user (chown) needs root")
+def test_a_c_follower_refuses_a_generation_its_control_segments_owner_did_not_write(
+    programs: dict[str, Path], tmp_path: Path
+) -> None:
+    from resolverd import Registry, compile_snapshot
+    from resolverd.daemon.publish import Publisher
+    from resolverd.model import BrokerToken, Instrument
+
+    def snapshot(generation: int, token: int) -> bytearray:
+        infy = Instrument(
+            "NSE:INFY", "NSE", "NSE", "EQ", tokens=(BrokerToken("kite", "kite", token),)
+        )
+        return compile_snapshot(Registry.from_instruments([infy]), generation=generation)
+
+    publisher = Publisher(tmp_path, "universe", grace=60.0)
+    publisher.adopt()
+    publisher.publish(snapshot(1, 408065))
+    planted = tmp_path / "planted.snap"
+    planted.write_bytes(snapshot(2, 666))
+    os.chown(planted, 65534, -1)
+    publisher._write_control(2, 0, planted.name)  # the control now names someone else's file
+    publisher.close()
+    env = {**os.environ, "RESOLVERD_OWNER": "65534"}  # trusting the user is not enough
+    result = subprocess.run(
+        [str(programs["follow"]), str(tmp_path), "universe", "NSE:INFY", "kite"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        env=env,
+    )
+    assert result.returncode == 3
+    assert "RSV_EUNTRUSTED" in result.stdout and "someone else planted" in result.stdout

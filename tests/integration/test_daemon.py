@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,27 +28,6 @@ from .daemons import (
 
 pytestmark = pytest.mark.integration
 zmq = pytest.importorskip("zmq", reason="pyzmq is not installed (the daemon extra)")
-
-
-@pytest.fixture
-def directory(tmp_path: Path) -> Path:
-    folder = tmp_path / "shm"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def kite(tmp_path: Path) -> Path:
-    path = tmp_path / "instruments.csv"
-    write_kite(path, AARTI, NIFTY_CALL)
-    return path
-
-
-@pytest.fixture
-def daemon(directory: Path, kite: Path) -> Iterator[Daemon]:
-    running = Daemon(directory, [f"kite={kite}"]).start()
-    yield running
-    running.stop()
 
 
 def files(directory: Path) -> set[str]:

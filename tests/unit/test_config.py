@@ -144,9 +144,9 @@ def test_a_value_of_the_wrong_type_is_refused_by_its_path(
 @pytest.mark.parametrize(
     ("text", "where"),
     [
-        ("[daemon]\nmode = 0o644\n", "daemon.mode: 0o644 is not within 0o660"),
-        ("[daemon]\nmode = 0o750\n", "daemon.mode: 0o750 is not within 0o660"),
-        ("[daemon]\nmode = 0o4640\n", "daemon.mode: 0o4640 is not within 0o660"),
+        ("[daemon]\nmode = 0o660\n", "daemon.mode: 0o660 is not within 0o640"),
+        ("[daemon]\nmode = 0o750\n", "daemon.mode: 0o750 is not within 0o640"),
+        ("[daemon]\nmode = 0o4640\n", "daemon.mode: 0o4640 is not within 0o640"),
         ("[daemon]\ngrace_seconds = -1\n", "daemon.grace_seconds: Expected `float` >= 0.0, got -1"),
         ("[daemon]\nheartbeat_seconds = 0\n", "daemon.heartbeat_seconds: Expected `float` > 0.0"),
         ("[daemon]\nheartbeat_seconds = inf\n", "daemon.heartbeat_seconds: inf is not a finite"),
@@ -222,7 +222,7 @@ def test_an_error_is_a_config_error_with_the_config_exit_code(tmp_path: Path) ->
 
 
 def test_a_daemon_config_built_in_python_refuses_a_bad_mode_too() -> None:
-    with pytest.raises(ConfigError, match=r"^mode: 0o777 is not within 0o660"):
+    with pytest.raises(ConfigError, match=r"^mode: 0o777 is not within 0o640"):
         DaemonConfig(mode=0o777)
 
 
@@ -392,8 +392,8 @@ def test_a_variable_for_a_registry_not_in_the_file_is_refused_by_name(tmp_path: 
 @pytest.mark.parametrize(
     ("variable", "value", "where"),
     [
-        ("RESOLVERD__DAEMON__MODE", "0o777", "daemon.mode: 0o777 is not within 0o660"),
-        ("RESOLVERD__DAEMON__MODE", "640", "daemon.mode: 0o1200 is not within 0o660"),
+        ("RESOLVERD__DAEMON__MODE", "0o777", "daemon.mode: 0o777 is not within 0o640"),
+        ("RESOLVERD__DAEMON__MODE", "640", "daemon.mode: 0o1200 is not within 0o640"),
         ("RESOLVERD__DAEMON__GRACE_SECONDS", "soon", "daemon.grace_seconds: Expected `float`"),
         ("RESOLVERD__DAEMON__PUBLISH", "http://x", "daemon.publish: 'http://x' is not an"),
         (

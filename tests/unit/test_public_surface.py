@@ -22,6 +22,7 @@ PUBLIC = {
     "SourceMissingError",
     "UnavailableError",
     "UnknownNameError",
+    "UntrustedError",
     "compile_snapshot",
 }
 

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import os
 import signal
+import zoneinfo
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -428,10 +429,13 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         assert seconds > 0
         self.longest_sleep = max(self.longest_sleep, seconds)
-        self.now += dt.timedelta(seconds=seconds)
-        if self.jumps and self.now >= self.jumps[0][0]:
+        # In UTC: arithmetic on a datetime in a zone with daylight saving is wall-clock
+        # arithmetic, which is off by an hour across a change.
+        moved = self.now.astimezone(dt.UTC) + dt.timedelta(seconds=seconds)
+        self.now = moved.astimezone(self.now.tzinfo)
+        if self.jumps and self.now.timestamp() >= self.jumps[0][0].timestamp():
             self.now = self.jumps.pop(0)[1]
-        if self.now >= self.end:
+        if self.now.timestamp() >= self.end.timestamp():
             raise Stop
         await asyncio.sleep(0)
 
@@ -441,8 +445,10 @@ def schedule(
     start: dt.datetime,
     end: dt.datetime,
     jumps: Sequence[tuple[dt.datetime, dt.datetime]] = (),
+    tz: dt.tzinfo = INDIA,
 ) -> tuple[list[tuple[str, dt.datetime]], FakeClock]:
-    """Each firing of `daily` between `start` and `end` on a fake clock, with when it fired."""
+    """Each firing of `daily` in `tz` between `start` and `end` on a fake clock, with when it
+    fired."""
     clock = FakeClock(start, end, list(jumps))
     fired: list[tuple[str, dt.datetime]] = []
 
@@ -451,7 +457,7 @@ def schedule(
             fired.append((reason, clock.now))
 
         with pytest.raises(Stop):
-            await daily(times, INDIA, trigger, now=clock.read, sleep=clock.sleep)
+            await daily(times, tz, trigger, now=clock.read, sleep=clock.sleep)
 
     run(scenario())
     return fired, clock
@@ -507,6 +513,71 @@ def test_a_jump_back_across_midnight_does_not_fire_on_a_date_that_already_fired(
         ("schedule 09:15", ist(4, 9, 15)),
         ("schedule 09:15", ist(5, 9, 15)),
     ]
+
+
+def test_a_clock_that_keeps_jumping_back_over_the_time_fires_it_once_not_a_storm() -> None:
+    # An unsettled NTP client steps the clock back from 09:20 to 09:10 five times running.
+    jumps = [(ist(3, 9, 20), ist(3, 9, 10))] * 5
+    fired, _ = schedule([T0915], ist(3, 9), ist(3, 12), jumps=jumps)
+    assert fired == [("schedule 09:15", ist(3, 9, 15))]
+
+
+def _zone(name: str) -> dt.tzinfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except zoneinfo.ZoneInfoNotFoundError:
+        return dt.UTC  # the tests that need it skip
+
+
+NEW_YORK = _zone("America/New_York")  # in 2024, daylight time from March 10 to November 3
+needs_new_york = pytest.mark.skipif(
+    NEW_YORK is dt.UTC, reason="no time zone database (system or tzdata) for America/New_York"
+)
+
+
+def new_york(month: int, day: int, hour: int, minute: int = 0, fold: int = 0) -> dt.datetime:
+    return dt.datetime(2024, month, day, hour, minute, fold=fold, tzinfo=NEW_YORK)
+
+
+def instants(moments: Sequence[dt.datetime]) -> list[float]:
+    """POSIX timestamps: datetimes of one zone compare by wall clock, blind to `fold`."""
+    return [moment.timestamp() for moment in moments]
+
+
+@needs_new_york
+def test_a_time_of_day_keeps_its_wall_clock_time_across_both_daylight_saving_changes() -> None:
+    spring, _ = schedule([dt.time(8, 45)], new_york(3, 9, 8), new_york(3, 11, 9), tz=NEW_YORK)
+    autumn, _ = schedule([dt.time(8, 45)], new_york(11, 2, 8), new_york(11, 4, 9), tz=NEW_YORK)
+    assert instants([moment for _, moment in spring + autumn]) == instants(
+        [
+            new_york(3, 9, 8, 45),
+            new_york(3, 10, 8, 45),  # 23 hours later
+            new_york(3, 11, 8, 45),
+            new_york(11, 2, 8, 45),
+            new_york(11, 3, 8, 45),  # 25 hours later
+            new_york(11, 4, 8, 45),
+        ]
+    )
+
+
+@needs_new_york
+def test_a_time_in_the_hour_skipped_in_spring_fires_once_that_day_an_hour_late() -> None:
+    # 02:30 does not exist on March 10: it is read with the offset before the change, which
+    # is 03:30 daylight time.
+    fired, _ = schedule([dt.time(2, 30)], new_york(3, 9, 12), new_york(3, 11, 12), tz=NEW_YORK)
+    assert {reason for reason, _ in fired} == {"schedule 02:30"}
+    assert instants([moment for _, moment in fired]) == instants(
+        [new_york(3, 10, 3, 30), new_york(3, 11, 2, 30)]
+    )
+
+
+@needs_new_york
+def test_a_time_in_the_hour_repeated_in_autumn_fires_once_at_its_first_occurrence() -> None:
+    fired, _ = schedule([dt.time(1, 30)], new_york(11, 2, 12), new_york(11, 4, 12), tz=NEW_YORK)
+    assert {reason for reason, _ in fired} == {"schedule 01:30"}
+    assert instants([moment for _, moment in fired]) == instants(
+        [new_york(11, 3, 1, 30, fold=0), new_york(11, 4, 1, 30)]  # 05:30 UTC, not 06:30
+    )
 
 
 # -- listen_postgres without a server ----------------------------------------------------------
