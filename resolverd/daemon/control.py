@@ -13,7 +13,7 @@ A request that does not decode gets ``ok: false`` and an error that says why.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -24,9 +24,15 @@ __all__ = ["Reply", "Request", "decode_request", "encode_reply", "request"]
 Command = Literal["status", "stats", "reload"]
 
 
+# A registry name as the client accepts one (client._NAME): at most 64 characters.
+RegistryName = Annotated[str, msgspec.Meta(max_length=64)]
+# msgspec quotes a bad value in its message: a reply quotes at most this much of it.
+_MAX_ERROR = 300
+
+
 class Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     command: Command
-    registry: str | None = None
+    registry: RegistryName | None = None
     wait: bool = True
 
 
@@ -46,7 +52,10 @@ def decode_request(payload: bytes) -> Request:
     try:
         return _request_decoder.decode(payload)
     except msgspec.DecodeError as exc:
-        raise ValueError(f"malformed request: {exc}") from None
+        detail = str(exc)
+        if len(detail) > _MAX_ERROR:
+            detail = f"{detail[:_MAX_ERROR]}... ({len(detail):,} characters)"
+        raise ValueError(f"malformed request: {detail}") from None
     except UnicodeDecodeError as exc:  # msgspec's error for a msgpack string that is not UTF-8
         raise ValueError(f"malformed request: a string is not UTF-8 ({exc.reason})") from None
 
