@@ -356,6 +356,7 @@ def run(options: Options, *, log: Any = print) -> Outcome:
         _kill_trials(served, churn, source, version, options, outcome, log)
         stop.set()
         outcome.readers = [receive(conn, f"reader {i}") for i, (_, conn) in enumerate(started)]
+        _without_paths(outcome, served.directory)
     finally:
         if stop is not None:
             stop.set()
@@ -363,6 +364,14 @@ def run(options: Options, *, log: Any = print) -> Outcome:
         served.stop()
         shutil.rmtree(root, ignore_errors=True)
     return outcome
+
+
+def _without_paths(outcome: Outcome, directory: Path) -> None:
+    """The scratch directory out of the readers' messages: results files name no local path."""
+    for reader in outcome.readers:
+        if reader["last_error"]:
+            reader["last_error"] = reader["last_error"].replace(f"{directory}/", "")
+        reader["examples"] = [e.replace(f"{directory}/", "") for e in reader["examples"]]
 
 
 def _swap(
