@@ -1,5 +1,5 @@
 """``python -m bench core|loaders|c [--size N] [--out DIR]``,
-``python -m bench daemon|torture [--out DIR]``: run a suite and write its results."""
+``python -m bench daemon|torture|compare [--out DIR]``: run a suite and write its results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import c_reader, core, daemon, loaders, report, torture
+from . import c_reader, compare, core, daemon, loaders, report, torture
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         commands.add_parser("c", help="the C header's single lookups beside the Python client"),
         RESULTS,
     )
+    compare.add_arguments(
+        commands.add_parser(
+            "compare",
+            help="resolverd beside a dict, the CSV parse, lmdb, sqlite, Redis, PostgreSQL",
+        ),
+        RESULTS,
+    )
     torture.add_arguments(
         commands.add_parser(
             "torture", help="readers checking every answer through swaps and kill -9 (the soak)"
@@ -65,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return c_reader.main(args, command)
     if args.command == "torture":
         return torture.main(args, command)
+    if args.command == "compare":
+        return compare.main(args, command)
     if args.size < 1_000:
         parser.error("--size must be at least 1000 (one timed batch)")
 

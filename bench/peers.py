@@ -28,6 +28,13 @@ def lmdb_missing() -> str | None:
     return None if lmdb is not None else "py-lmdb is not installed (pip install lmdb)"
 
 
+def lmdb_map_size(count: int, key_bytes: int) -> int:
+    """Room for `count` entries of at most `key_bytes` of key and 8 of value. Leaf pages hold
+    key + value + an 8-byte node header at about half fill after random inserts; twice the raw
+    size plus slack is room enough."""
+    return max(1 << 22, 2 * count * (key_bytes + 8 + 16) + (1 << 22))
+
+
 class LmdbPeer:
     """An lmdb environment holding key -> 8-byte little-endian token, in a temporary directory
     (in /dev/shm where it exists, so that it lives in memory like a resolverd snapshot)."""
@@ -37,12 +44,9 @@ class LmdbPeer:
             raise RuntimeError(lmdb_missing())
         parent = "/dev/shm" if Path("/dev/shm").is_dir() else None
         self.directory = tempfile.mkdtemp(prefix="resolverd-bench-lmdb-", dir=parent)
-        # Leaf pages hold key + value + an 8-byte node header at about half fill after random
-        # inserts; twice the raw size plus slack is room enough.
-        map_size = max(1 << 22, 2 * count * (key_bytes + 8 + 16) + (1 << 22))
         self.env = lmdb.open(
             self.directory,
-            map_size=map_size,
+            map_size=lmdb_map_size(count, key_bytes),
             sync=False,
             metasync=False,
             readahead=False,

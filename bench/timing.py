@@ -40,6 +40,12 @@ class Timing:
             tuple(per_call),
         )
 
+    @property
+    def p999(self) -> float:
+        """The 99.9th percentile of the per-call figures: with fewer than 1,000 batches, close
+        to the slowest batch."""
+        return percentile(self.samples, 99.9)
+
     @classmethod
     def merged(cls, parts: Sequence[Timing]) -> Timing:
         """One figure from several measurements of the same thing (interleaved rounds)."""
@@ -124,6 +130,34 @@ def over(
             start = perf_counter_ns()
             for q in chunk:
                 call(q, b)
+            per_call.append((perf_counter_ns() - start) / batch)
+    return Timing.of(per_call, len(per_call) * batch)
+
+
+def hot1(call: Callable[[Any], Any], a: Any, *, batches: int = 300, batch: int = BATCH) -> Timing:
+    """`call(a)` repeated: a one-argument lookup on a hot key."""
+    per_call = []
+    loop = range(batch)
+    with no_gc():
+        for _ in range(10):
+            call(a)
+        for _ in range(batches):
+            start = perf_counter_ns()
+            for _ in loop:
+                call(a)
+            per_call.append((perf_counter_ns() - start) / batch)
+    return Timing.of(per_call, batches * batch)
+
+
+def over1(call: Callable[[Any], Any], queries: Sequence[Any], *, batch: int = BATCH) -> Timing:
+    """`call(q)` for each query in order, timed in consecutive batches of `batch`."""
+    per_call = []
+    with no_gc():
+        for first in range(0, len(queries) - batch + 1, batch):
+            chunk = queries[first : first + batch]
+            start = perf_counter_ns()
+            for q in chunk:
+                call(q)
             per_call.append((perf_counter_ns() - start) / batch)
     return Timing.of(per_call, len(per_call) * batch)
 
