@@ -33,6 +33,18 @@ def write_kite(path: Path, *rows: str) -> None:
     os.replace(temporary, path)
 
 
+def ingest(dsn: str, kite: Path) -> None:
+    """`resolverd db ingest kite=KITE` into the registry at `dsn`, as an operator runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "resolverd", "db", "ingest", f"kite={kite}"],
+        env={**os.environ, "RESOLVERD_DSN": dsn},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
     """Poll `check` until it returns something truthy; fail naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -22,6 +22,7 @@ from .daemons import (
     NIFTY_CALL,
     TRADE_DATE,
     Daemon,
+    ingest,
     wait_for,
     write_kite,
 )
@@ -228,23 +229,13 @@ def test_status_on_the_command_line_in_both_forms(daemon: Daemon) -> None:
 def test_a_notify_from_the_postgresql_registry_produces_a_generation_readers_follow(
     registry_dsn: str, directory: Path, kite: Path
 ) -> None:
-    def ingest() -> None:
-        result = subprocess.run(
-            [sys.executable, "-m", "resolverd", "db", "ingest", f"kite={kite}"],
-            env={**os.environ, "RESOLVERD_DSN": registry_dsn},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
-
-    ingest()
+    ingest(registry_dsn, kite)
     daemon = Daemon(directory, [registry_dsn]).start()
     try:
         with Resolver.open("universe", directory=directory) as reader:
             assert reader.token("NSE:AARTIIND", "kite") == 1793
             write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
-            ingest()
+            ingest(registry_dsn, kite)
             wait_for(lambda: reader.get_token("NSE:AARTIIND", "kite") == 2049, "NOTIFY")
         assert "NOTIFY instrument_registry_changed" in daemon.status()["last_reload"]["trigger"]
         assert "password" not in daemon.output()

@@ -38,6 +38,7 @@ from .daemons import (
     HEADER,
     NIFTY_CALL,
     Daemon,
+    ingest,
     wait_for,
     write_kite,
 )
@@ -319,17 +320,6 @@ def proxied_dsn(registry_dsn: str) -> Iterator[tuple[str, TcpProxy]]:
         yield f"postgresql://{user}:{SECRET}@127.0.0.1:{proxy.port}/{dbname}", proxy
     finally:
         proxy.stop()
-
-
-def ingest(dsn: str, kite: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "resolverd", "db", "ingest", f"kite={kite}"],
-        env={**os.environ, "RESOLVERD_DSN": dsn},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def test_postgresql_stopped_fails_reloads_without_the_password_and_a_restart_recovers(
