@@ -4,7 +4,7 @@ A small synthetic registry is published in a temporary directory by the daemon's
 `Publisher` (no daemon process, no ZeroMQ), and the same hot ``token()`` is timed through a
 resolver opened by file path, one opened by registry name (which checks the control segment's
 sequence on every lookup), one that has followed a swap (which should cost the same), and one
-following a registry swapped 130 times (whose sequence no longer fits CPython's small ints). Every
+following a registry swapped 130 times (whose control file the publisher has renewed). Every
 benchmark checks its answer. ``python -m bench daemon`` measures the same difference
 interleaved, against the real daemon, for the published figure.
 """
@@ -28,7 +28,8 @@ SIZE = 10_000
 NAME = "bench"
 LONG_LIVED = 130
 """Generations published before `test_token_hot_following_a_long_lived_registry`: the control
-segment's sequence (2 per swap) is then past 256, where CPython's cache of small ints ends."""
+segment's sequence (2 per swap) would then be past 256, where CPython's cache of small ints
+ends, and the publisher has moved to a new control file instead (see shm_layout)."""
 
 pytestmark = pytest.mark.bench
 

@@ -67,7 +67,10 @@
  * an acquire fence and loads `sequence` again; equal even values mean the copy is one
  * consistent state (H. Boehm, "Can seqlocks get along with programming language memory
  * models?", 2012). rsv_follow_check's fast path is one acquire load of `sequence`, compared
- * with the last value read stable: on x86-64 a plain MOV, on AArch64 an LDAR.
+ * with the last value read stable: on x86-64 a plain MOV, on AArch64 an LDAR. A control
+ * segment retired by its publisher (generation 0: renewed past the sequence limit, or purged)
+ * sends the follower to the control file's name again, which it follows if it names a
+ * generation.
  *
  * Hashing is XXH3-64 (xxHash 0.8) from the vendored official header, compiled inline
  * (third_party/xxhash.h, BSD-2-Clause, see third_party/LICENSE). Define RSV_NO_XXHASH_INCLUDE
@@ -1013,6 +1016,38 @@ RSV__INLINE void rsv_follow_close(rsv_follower *f) {
     free(f);
 }
 
+/* Map the control segment of registry `name` in `directory` read-only, if rsv__open_trusted
+ * accepts its file; `*owner` is the file's owner. RSV_ENOENT when there is none. */
+RSV__INLINE int rsv__map_control(const char *directory, const char *name,
+                                 const unsigned char **out, uid_t *owner, char *err,
+                                 size_t errlen) {
+    *out = NULL;
+    size_t len = strlen(directory) + strlen(name) + 32;
+    char *path = (char *)malloc(len);
+    if (path == NULL) return RSV_ENOMEM;
+    snprintf(path, len, "%s/resolverd.%s.ctl", directory, name);
+    struct stat st;
+    int rc = RSV_OK;
+    int fd = rsv__open_trusted(path, (uid_t)-1, &st, err, errlen);
+    if (fd < 0) {
+        rc = fd;
+    } else if (st.st_size < RSV_CONTROL_SIZE) {
+        rc = rsv__fail(err, errlen, "%s: not a control segment (size)", path);
+    } else {
+        void *control = mmap(NULL, RSV_CONTROL_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+        if (control == MAP_FAILED) {
+            rc = RSV_EIO;
+            rsv__fail(err, errlen, "%s: cannot map: %s", path, strerror(errno));
+        } else {
+            *out = (const unsigned char *)control;
+            *owner = st.st_uid;
+        }
+    }
+    if (fd >= 0) close(fd);
+    free(path);
+    return rc;
+}
+
 /* Follow registry `name` published in `directory` (see shm_layout: the control segment
  * resolverd.NAME.ctl names the current generation's file). RSV_EUNAVAILABLE when no
  * generation is published; `flags` apply to every generation mapped. */
@@ -1035,30 +1070,14 @@ RSV__INLINE int rsv_follow_open(const char *directory, const char *name, unsigne
     f->directory = rsv__strdup(directory);
     f->name = rsv__strdup(name);
     snprintf(path, len, "%s/resolverd.%s.ctl", directory, name);
-    int rc = RSV_OK;
-    struct stat st;
-    int fd = f->directory == NULL || f->name == NULL
+    int rc = f->directory == NULL || f->name == NULL
                  ? RSV_ENOMEM
-                 : rsv__open_trusted(path, (uid_t)-1, &st, err, errlen);
-    if (fd == RSV_ENOENT) {
+                 : rsv__map_control(directory, name, &f->control, &f->owner, err, errlen);
+    if (rc == RSV_ENOENT) {
         rc = RSV_EUNAVAILABLE;
         rsv__fail(err, errlen, "registry '%s' is not published in %s (%s: %s)", name, directory,
                   path, strerror(ENOENT));
-    } else if (fd < 0) {
-        rc = fd;
-    } else if (st.st_size < RSV_CONTROL_SIZE) {
-        rc = rsv__fail(err, errlen, "%s: not a control segment (size)", path);
-    } else {
-        f->owner = st.st_uid;
-        void *control = mmap(NULL, RSV_CONTROL_SIZE, PROT_READ, MAP_SHARED, fd, 0);
-        if (control == MAP_FAILED) {
-            rc = RSV_EIO;
-            rsv__fail(err, errlen, "%s: cannot map: %s", path, strerror(errno));
-        } else {
-            f->control = (const unsigned char *)control;
-        }
     }
-    if (fd >= 0) close(fd);
     for (int attempt = 0; rc == RSV_OK; attempt++) {
         rsv_control state;
         char detail[RSV_ERROR_SIZE] = "";
@@ -1094,6 +1113,48 @@ RSV__INLINE int rsv_follow_open(const char *directory, const char *name, unsigne
     return RSV_OK;
 }
 
+/* Make `fresh` the current generation. */
+RSV__INLINE int rsv__follow_switch(rsv_follower *f, rsv_snapshot *fresh) {
+    rsv_close(f->previous);
+    f->previous = f->current;
+    f->current = fresh;
+    f->swaps++;
+    return 1;
+}
+
+/* The followed control segment was retired (generation 0: see shm_layout): follow the one now
+ * at its name if it names a generation, and switch to that generation (1); else 0. */
+RSV__INLINE int rsv__follow_renewed(rsv_follower *f) {
+    for (int attempt = 0; attempt < 5; attempt++) {
+        const unsigned char *control = NULL;
+        rsv_follower probe = *f; /* f with the new file's owner, for the generation's check */
+        int rc = rsv__map_control(f->directory, f->name, &control, &probe.owner, f->last_error,
+                                  sizeof f->last_error);
+        if (rc == RSV_ENOENT) return 0; /* purged: nothing to follow until a new publisher */
+        if (rc != RSV_OK) {
+            f->failed_refreshes++;
+            return 0;
+        }
+        rsv_control state;
+        rsv_snapshot *fresh = NULL;
+        rc = rsv_read_control(control, &state, 100, f->last_error, sizeof f->last_error);
+        if (rc == RSV_OK && state.generation != 0)
+            rc = rsv__open_generation(&probe, &state, &fresh, f->last_error, sizeof f->last_error);
+        if (rc != RSV_OK || fresh == NULL) {
+            munmap((void *)control, RSV_CONTROL_SIZE);
+            if (rc == RSV_ENOENT) continue; /* swapped and unlinked between the two reads */
+            if (rc != RSV_OK) f->failed_refreshes++;
+            return 0;
+        }
+        munmap((void *)f->control, RSV_CONTROL_SIZE);
+        f->control = control;
+        f->owner = probe.owner;
+        f->sequence = state.sequence;
+        return rsv__follow_switch(f, fresh);
+    }
+    return 0;
+}
+
 /* The slow path of rsv_follow_check: read the control segment and switch if a new generation
  * is current. A failure (file gone, bad file, a control segment left odd) keeps the current
  * generation, counts in failed_refreshes, leaves its message in last_error, and is not
@@ -1106,18 +1167,14 @@ RSV__INLINE int rsv__follow_refresh(rsv_follower *f, uint64_t seen) {
         return 0;
     }
     f->sequence = state.sequence;
-    if (state.generation == 0 || state.generation == f->current->generation)
-        return 0; /* repaired, adopted or purged */
+    if (state.generation == 0) return rsv__follow_renewed(f);
+    if (state.generation == f->current->generation) return 0; /* repaired or adopted */
     rsv_snapshot *fresh = NULL;
     if (rsv__open_generation(f, &state, &fresh, f->last_error, sizeof f->last_error) != RSV_OK) {
         f->failed_refreshes++;
         return 0;
     }
-    rsv_close(f->previous);
-    f->previous = f->current;
-    f->current = fresh;
-    f->swaps++;
-    return 1;
+    return rsv__follow_switch(f, fresh);
 }
 
 /* 1 if the registry moved to a new generation and the follower switched to it, else 0.

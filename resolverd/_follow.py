@@ -15,9 +15,11 @@ reference goes; the daemon unlinks its file after the grace period, which does n
 mapping.
 
 When the daemon dies the control file and the current generation stay, so lookups go on; when
-it comes back it rewrites the control file in place and the next lookup notices. A refresh
-that fails (file gone, bad file, a control segment left odd by a killed writer) keeps the
-current generation and is not retried until the sequence moves again.
+it comes back it rewrites the control file in place and the next lookup notices. A control file
+retired (generation 0: renewed by the publisher, or purged) sends the refresh to the control
+file's name, which it maps and follows from then on if it names a generation. A refresh that
+fails (file gone, bad file, a control segment left odd by a killed writer) keeps the current
+generation and is not retried until the sequence moves again.
 """
 
 from __future__ import annotations
@@ -122,18 +124,22 @@ class Following(Resolver):
         self.close()
         raise UnavailableError(f"registry {name!r}: its generation kept changing while opening")
 
-    def _open_generation(self, state: ControlState) -> Resolver:
-        """Map the generation `state` names, with lookups that check `state.sequence`."""
+    def _open_generation(
+        self, state: ControlState, words: memoryview | None = None, owner: int | None = None
+    ) -> Resolver:
+        """Map the generation `state` names, with lookups that check `state.sequence` in
+        `words` and files owned by `owner` (by default: the followed control file's)."""
         if os.sep in state.snapshot or not state.snapshot:
             raise LayoutError(
                 f"{self.control_path}: field snapshot {state.snapshot!r} is not a file name"
             )
         path = self.directory / state.snapshot
         options = dict(self._options)
-        mapped, _ = _map_file(
-            path, populate=options.pop("populate"), trusted=self._trusted, owner=self._publisher
-        )
-        follow = {"control": self._words, "sequence": state.sequence, "follow": self._follow}
+        owner = self._publisher if owner is None else owner
+        populate = options.pop("populate")
+        mapped, _ = _map_file(path, populate=populate, trusted=self._trusted, owner=owner)
+        words = self._words if words is None else words
+        follow = {"control": words, "sequence": state.sequence, "follow": self._follow}
         try:
             current = Resolver(mapped, _owned=True, _follow=follow, **options)
         except LayoutError as exc:
@@ -171,15 +177,21 @@ class Following(Resolver):
                 state = read_control(control, retries=100)
             except LayoutError as exc:
                 return self._failed(current, seen, f"{self.control_path}: {exc}")
-            if state.generation in (0, current.generation):
-                return self._keep(current, state.sequence)  # repaired, adopted or purged
-            try:
-                fresh = self._open_generation(state)
-            except FileNotFoundError:
-                gone = f"{state.snapshot}: generation {state.generation} is gone"
-                return self._failed(current, state.sequence, gone)
-            except (ResolverError, OSError) as exc:
-                return self._failed(current, state.sequence, str(exc))
+            if state.generation == current.generation:
+                return self._keep(current, state.sequence)  # repaired or adopted
+            if state.generation == 0:
+                renewed = self._renewed()
+                if renewed is None:
+                    return self._keep(current, state.sequence)  # purged: nothing to follow
+                fresh = renewed
+            else:
+                try:
+                    fresh = self._open_generation(state)
+                except FileNotFoundError:
+                    gone = f"{state.snapshot}: generation {state.generation} is gone"
+                    return self._failed(current, state.sequence, gone)
+                except (ResolverError, OSError) as exc:
+                    return self._failed(current, state.sequence, str(exc))
             self._install(fresh)
             self.swaps += 1
         for callback in list(self._callbacks):
@@ -188,6 +200,43 @@ class Following(Resolver):
             except Exception:  # a callback's failure must not fail the lookup that ran it
                 _log.exception("on_swap callback %r failed", callback)
         return fresh
+
+    def _renewed(self) -> Resolver | None:
+        """The followed control file was retired: map the one at its name and, if it names a
+        generation, follow it from now on and return that generation; else None."""
+        for _ in range(5):
+            try:
+                control, owner = _map_file(self.control_path, populate=False, trusted=self._trusted)
+            except FileNotFoundError:
+                return None
+            except (ResolverError, OSError) as exc:
+                self._unrenewed(str(exc))
+                return None
+            words = memoryview(control).cast("Q")
+            fresh = None
+            try:
+                state = read_control(control, retries=100)
+                if state.generation == 0:
+                    return None
+                fresh = self._open_generation(state, words, owner)
+            except FileNotFoundError:
+                continue  # swapped and unlinked between the two reads: read the name again
+            except (ResolverError, OSError) as exc:
+                self._unrenewed(f"{self.control_path}: {exc}")
+                return None
+            finally:
+                if fresh is None:
+                    words.release()
+                    control.close()
+            # The retired file stays mapped until the last lookup bound to it is gone.
+            self._control, self._words, self._publisher = control, words, owner
+            return fresh
+        return None
+
+    def _unrenewed(self, error: str) -> None:
+        self.failed_refreshes += 1
+        self.last_error = error
+        _log.warning("registry %s: cannot follow the renewed control file: %s", self.name, error)
 
     def _failed(self, current: Resolver, sequence: int, error: str) -> Resolver:
         self.failed_refreshes += 1

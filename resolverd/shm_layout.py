@@ -201,20 +201,27 @@ offset  size  type   field
 64      64    |S64   snapshot: file name of the current generation, in the same directory
 ======  ====  =====  ======================================================================
 
-The control file is the only file the publisher writes in place, and it is never replaced
-once created (followers keep it mapped); a snapshot file, once renamed to its published name,
-is never written, truncated or resized again. A generation file is complete and its checksums
-verified before it is renamed to its published name. The publisher writes the control file
-with a seqlock: it sets ``sequence`` odd, writes the fields (``generation`` last), then sets it
-to the next even value. A reader reads ``sequence`` (retrying while odd), the fields, and
-``sequence`` again, and retries unless both reads agree.
+The control file is the only file the publisher writes in place; a snapshot file, once renamed
+to its published name, is never written, truncated or resized again. A generation file is
+complete and its checksums verified before it is renamed to its published name. The publisher
+writes the control file with a seqlock: it sets ``sequence`` odd, writes the fields
+(``generation`` last), then sets it to the next even value. A reader reads ``sequence``
+(retrying while odd), the fields, and ``sequence`` again, and retries unless both reads agree.
 
 A following reader notices a swap cheaply by comparing ``sequence`` with the value it last read
 stable: a single 8-byte read on its lookup path. Comparing ``sequence`` rather than
 ``generation`` also catches a control file repaired by a restarted publisher (whose
-predecessor died with ``sequence`` odd) and a control file retired by a purge, which sets
-``generation`` to 0 before the file is unlinked. A reader that finds ``sequence`` odd for longer
-than a few retries SHOULD keep its current generation and look again once ``sequence`` changes.
+predecessor died with ``sequence`` odd). A reader that finds ``sequence`` odd for longer than a
+few retries SHOULD keep its current generation and look again once ``sequence`` changes.
+
+``sequence`` stays at most ``CONTROL_SEQUENCE_LIMIT`` (256), so that a Python reader's read of it
+is one of CPython's cached small ints and allocates nothing. A swap that would take it past the
+limit is written to a new control file instead (``sequence`` 0, the new generation), which the
+publisher renames over the control file's name; only then is the old file retired: its
+``generation`` is set to 0 under the seqlock. A purge retires the control file the same way
+before it unlinks it. A following reader that reads ``generation`` 0 in the control file it
+follows opens the control file by name again, follows it if it names a generation, and else
+keeps its current generation.
 
 Version history
 ---------------
@@ -396,6 +403,8 @@ CONTROL_DTYPE: Final = np.dtype(
     }
 )
 CONTROL_SEQUENCE_OFFSET: Final = field_offset(CONTROL_DTYPE, "sequence")
+CONTROL_SEQUENCE_LIMIT: Final = 256
+"""The largest ``sequence`` a publisher writes: CPython caches the ints up to 256."""
 CONTROL_GENERATION_OFFSET: Final = field_offset(CONTROL_DTYPE, "generation")
 
 

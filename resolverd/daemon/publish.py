@@ -8,9 +8,10 @@ is the one writer. Its rules:
    renamed to its published name. A reader can never map a partial file.
 2. A published generation file is never written, truncated or resized again: a reader touching
    a mapping past the end of a truncated file dies of SIGBUS.
-3. The control file is created once (under a temporary name, then renamed) and from then on is
-   only written in place, under the seqlock. It is never replaced: following readers keep it
-   mapped and would never see a new inode.
+3. The control file is created under a temporary name, then renamed, and from then on written
+   in place, under the seqlock, until its ``sequence`` would pass `CONTROL_SEQUENCE_LIMIT`. Then
+   the next swap is written to a new control file (sequence 0) renamed over the name, and only
+   after that is the old one retired (generation 0), which sends its followers to the name.
 4. An old generation stays linked for the grace period after a swap, so a reader that has just
    read the control segment still finds the file it names. Unlinking it later does not disturb
    readers that map it: an unlinked mapping stays valid until its last unmap.
@@ -48,6 +49,7 @@ from ..shm_layout import (
     CONTROL_DTYPE,
     CONTROL_GENERATION_OFFSET,
     CONTROL_MAGIC,
+    CONTROL_SEQUENCE_LIMIT,
     CONTROL_SEQUENCE_OFFSET,
     CONTROL_SIZE,
     CONTROL_VERSION,
@@ -260,11 +262,7 @@ class Publisher:
     def _open_control(self) -> int:
         """Map the control file read-write (creating it if absent); the generation it names."""
         if not self.control_path.exists():
-            temporary = self.directory / f".{self.control_path.name}.{os.getpid()}.tmp"
-            create_file(
-                temporary, encode_control(ControlState(0, 0, 0, 0, 0, "")), self.mode, self.gid
-            )
-            os.rename(temporary, self.control_path)
+            self._create_control(ControlState(0, 0, 0, 0, 0, ""))
         fd = _open_own(self.control_path, os.O_RDWR)
         try:
             if os.fstat(fd).st_size != CONTROL_SIZE:
@@ -325,9 +323,43 @@ class Publisher:
         self._next = header.generation + 1
         return Published(header.generation, final, header, previous)
 
+    def _create_control(self, state: ControlState) -> None:
+        """Write a control file holding `state` under a temporary name and rename it to the
+        control file's name (rule 3)."""
+        temporary = self.directory / f".{self.control_path.name}.{os.getpid()}.tmp"
+        try:
+            create_file(temporary, encode_control(state), self.mode, self.gid)
+            os.rename(temporary, self.control_path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
     def _write_control(self, generation: int, checksum: int, snapshot: str) -> None:
         assert self._control is not None
+        sequence = struct.unpack_from("<Q", self._control, CONTROL_SEQUENCE_OFFSET)[0]
+        if generation and sequence + 2 > CONTROL_SEQUENCE_LIMIT:
+            try:
+                self._renew_control(generation, checksum, snapshot)
+                return
+            except (LayoutError, OSError) as exc:
+                # Writing in place is still correct; followers' checks just cost a little more.
+                _log.warning("%s: not renewed, written in place: %s", self.control_path, exc)
         _write_control(self._control, generation, checksum, snapshot)
+
+    def _renew_control(self, generation: int, checksum: int, snapshot: str) -> None:
+        """Rule 3: the swap goes into a new control file; the old one is retired after."""
+        old = self._control
+        assert old is not None
+        state = ControlState(0, generation, checksum, time.time_ns(), os.getpid(), snapshot)
+        self._create_control(state)
+        self._control = None
+        try:
+            self._open_control()
+        except BaseException:
+            self._control = old
+            raise
+        _write_control(old, 0, 0, "")  # retired: its followers turn to the name
+        old.close()
 
     # -- retention ------------------------------------------------------------------------------
 

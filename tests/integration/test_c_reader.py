@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 
 from resolverd import LayoutError, Registry, Resolver, compile_snapshot
+from resolverd.daemon.publish import Publisher
 from resolverd.loaders import load_kite
 from resolverd.shm_layout import (
+    CONTROL_SEQUENCE_LIMIT,
     FEED_DTYPE,
     HEADER_DTYPE,
     HEADER_FIXED_SIZE,
@@ -32,6 +34,7 @@ from resolverd.shm_layout import (
     set_generation,
 )
 
+from ..unit.registries import instrument
 from .daemons import AARTI, AARTI_RENUMBERED, NIFTY_CALL, Daemon, wait_for, write_kite
 
 pytestmark = pytest.mark.integration
@@ -342,22 +345,52 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         running.stop()
 
 
+class CFollower:
+    """tests/c/follow.c following registry `universe` in `directory` for `key`'s Kite token."""
+
+    def __init__(self, program: Path, directory: Path, key: str) -> None:
+        self.process = subprocess.Popen(
+            [str(program), str(directory), "universe", key, "kite"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
+
+    def opened(self) -> str:
+        """What it printed on opening the registry."""
+        return self.stdout.readline()
+
+    def check(self) -> str:
+        """What rsv_follow_check did: ``switched S generation G token T``."""
+        self.stdin.write("check\n")
+        self.stdin.flush()
+        return self.stdout.readline()
+
+    def finish(self) -> int:
+        self.stdin.close()
+        return self.process.wait(timeout=10)
+
+    def __enter__(self) -> CFollower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.stdout.close()
+        if not self.stdin.closed:
+            self.stdin.close()
+
+
 def test_a_c_follower_switches_to_the_generation_a_running_daemon_publishes(
     programs: dict[str, Path], daemon: tuple[Path, Path]
 ) -> None:
     directory, kite = daemon
-    follower = subprocess.Popen(
-        [str(programs["follow"]), str(directory), "universe", "NSE:AARTIIND", "kite"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert follower.stdin is not None and follower.stdout is not None
-    try:
-        assert follower.stdout.readline() == "generation 1 token 1793\n"
-        follower.stdin.write("check\n")
-        follower.stdin.flush()
-        assert follower.stdout.readline() == "switched 0 generation 1 token 1793\n"
+    with CFollower(programs["follow"], directory, "NSE:AARTIIND") as follower:
+        assert follower.opened() == "generation 1 token 1793\n"
+        assert follower.check() == "switched 0 generation 1 token 1793\n"
 
         write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
 
@@ -366,21 +399,9 @@ def test_a_c_follower_switches_to_the_generation_a_running_daemon_publishes(
                 return reader.generation
 
         wait_for(lambda: generation() == 2, "the daemon's second generation")
-        follower.stdin.write("check\n")
-        follower.stdin.flush()
-        assert follower.stdout.readline() == "switched 1 generation 2 token 2049\n"
-        follower.stdin.write("check\n")
-        follower.stdin.flush()
-        assert follower.stdout.readline() == "switched 0 generation 2 token 2049\n"
-        follower.stdin.close()
-        assert follower.wait(timeout=10) == 0
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-        follower.wait()
-        follower.stdout.close()
-        if not follower.stdin.closed:
-            follower.stdin.close()
+        assert follower.check() == "switched 1 generation 2 token 2049\n"
+        assert follower.check() == "switched 0 generation 2 token 2049\n"
+        assert follower.finish() == 0
 
 
 def test_a_c_follower_of_an_unpublished_registry_is_told_it_is_unavailable(
@@ -467,3 +488,31 @@ def test_a_c_follower_refuses_a_generation_its_control_segments_owner_did_not_wr
     )
     assert result.returncode == 3
     assert "RSV_EUNTRUSTED" in result.stdout and "someone else planted" in result.stdout
+
+
+def test_a_c_follower_moves_to_a_renewed_control_file(
+    programs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Past CONTROL_SEQUENCE_LIMIT the publisher renews the control file (see shm_layout): the
+    C follower, mapping the old one, must turn to the name and keep following."""
+
+    def snapshot(generation: int) -> bytearray:
+        registry = Registry.from_instruments(
+            [instrument("NSE:INFY", 100 + generation), instrument("NSE:TCS", 2953217)]
+        )
+        return compile_snapshot(registry, generation=generation)
+
+    publisher = Publisher(tmp_path, "universe", grace=0.0)
+    publisher.adopt()
+    publisher.publish(snapshot(1))
+    try:
+        with CFollower(programs["follow"], tmp_path, "NSE:INFY") as follower:
+            assert follower.opened() == "generation 1 token 101\n"
+            last = CONTROL_SEQUENCE_LIMIT + 20  # two renewals
+            for generation in range(2, last + 1):
+                publisher.publish(snapshot(generation))
+                answer = f"switched 1 generation {generation} token {100 + generation}\n"
+                assert follower.check() == answer
+            assert follower.finish() == 0
+    finally:
+        publisher.close()

@@ -14,7 +14,7 @@ import pytest
 
 from resolverd import Registry, Resolver, UnavailableError, compile_snapshot
 from resolverd.daemon.publish import Publisher, purge
-from resolverd.shm_layout import CONTROL_SEQUENCE_OFFSET, control_file_name
+from resolverd.shm_layout import CONTROL_SEQUENCE_LIMIT, CONTROL_SEQUENCE_OFFSET, control_file_name
 
 from .registries import instrument
 
@@ -163,6 +163,26 @@ def test_a_reader_keeps_resolving_while_the_publisher_is_gone_and_follows_its_su
         successor.adopt()
         successor.publish(snapshot(successor.next_generation, 999))
         assert resolver.token("NSE:INFY", "kite") == 999
+
+
+def test_a_follower_moves_to_a_renewed_control_file_and_its_check_stays_a_small_int(
+    publisher: Publisher,
+) -> None:
+    with open_followed(publisher) as resolver:
+        bound = resolver.token  # bound to generation 1, and to the first control file
+        swaps: list[tuple[int, int]] = []
+        resolver.on_swap(lambda old, new: swaps.append((old, new)))
+        last = CONTROL_SEQUENCE_LIMIT + 20  # two renewals
+        for generation in range(2, last + 1):
+            publisher.publish(snapshot(generation, 10_000 + generation))
+            assert resolver.token("NSE:INFY", "kite") == 10_000 + generation
+            assert resolver.key(10_000 + generation, "kite") == "NSE:INFY"
+            words = resolver._words
+            assert words is not None and words[2] <= CONTROL_SEQUENCE_LIMIT
+        assert resolver.generation == last
+        assert swaps == [(g - 1, g) for g in range(2, last + 1)]
+        assert bound("NSE:INFY", "kite") == 10_000 + last
+        assert resolver.failed_refreshes == 0
 
 
 def test_after_a_purge_a_follower_keeps_its_generation(publisher: Publisher) -> None:

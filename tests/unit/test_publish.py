@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from resolverd import LayoutError, Registry, UnavailableError, compile_snapshot
+from resolverd.daemon import publish
 from resolverd.daemon.publish import Publisher, purge
 from resolverd.shm_layout import (
+    CONTROL_SEQUENCE_LIMIT,
     CONTROL_SEQUENCE_OFFSET,
     control_file_name,
     read_control,
@@ -89,6 +91,60 @@ def test_every_swap_moves_the_sequence_by_two_and_leaves_it_even(publisher: Publ
     publisher.publish(snapshot(1))
     publisher.publish(snapshot(2))
     assert read_control(control(publisher.directory)).sequence == before + 4
+
+
+def test_a_swap_past_the_sequence_limit_goes_to_a_new_control_file_and_retires_the_old(
+    publisher: Publisher,
+) -> None:
+    path = publisher.directory / control_file_name("universe")
+    first = os.stat(path).st_ino
+    held = path.open("rb")  # what a follower maps: the file it opened, whatever the name says
+    swaps = CONTROL_SEQUENCE_LIMIT // 2 + 5
+    inodes, sequences = {first}, []
+    for generation in range(1, swaps + 1):
+        publisher.publish(snapshot(generation, token=1000 + generation))
+        state = read_control(control(publisher.directory))
+        assert (state.generation, state.snapshot) == (
+            generation,
+            f"resolverd.universe.{generation}.snap",
+        )
+        sequences.append(state.sequence)
+        inodes.add(os.stat(path).st_ino)
+    assert max(sequences) <= CONTROL_SEQUENCE_LIMIT
+    assert len(inodes) == 2
+    retired = read_control(held.read())
+    held.close()
+    assert retired.generation == 0 and retired.snapshot == ""
+    assert not [p for p in publisher.directory.iterdir() if p.name.endswith(".tmp")]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+def test_a_control_file_that_cannot_be_renewed_is_written_in_place(
+    publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = publisher.directory / control_file_name("universe")
+    first = os.stat(path).st_ino
+    while read_control(control(publisher.directory)).sequence + 2 <= CONTROL_SEQUENCE_LIMIT:
+        publisher.publish(snapshot(publisher.next_generation))
+    full = OSError(28, "No space left on device")
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise full
+
+    monkeypatch.setattr(publish, "create_file", no_space)
+    publisher.publish_file(_written(publisher, snapshot(publisher.next_generation)))
+    state = read_control(control(publisher.directory))
+    assert state.generation == publisher.generation
+    assert state.sequence > CONTROL_SEQUENCE_LIMIT
+    assert os.stat(path).st_ino == first
+    assert not [p for p in publisher.directory.iterdir() if p.name.endswith(".tmp")]
+
+
+def _written(publisher: Publisher, snapshot: bytearray) -> Path:
+    """`snapshot` at the publisher's temporary path, as the daemon's build worker leaves it."""
+    path = publisher.temporary_path(publisher.next_generation)
+    path.write_bytes(snapshot)
+    return path
 
 
 def test_the_files_get_the_configured_group(tmp_path: Path) -> None:
