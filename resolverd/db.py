@@ -492,6 +492,10 @@ _ANALYZE = """
 ANALYZE instrument_registry.instrument_keys, instrument_registry.broker_feeds,
     instrument_registry.broker_instrument_tokens
 """
+# After the commit (VACUUM runs outside a transaction): it marks the pages all-visible, so the
+# loader's scans of the primary keys read the indexes alone instead of visiting every row
+# (0.3 s here for a million new rows; the load's read of their tokens became 0.4 s faster).
+_VACUUM = "VACUUM instrument_registry.instrument_keys, instrument_registry.broker_instrument_tokens"
 
 
 @dataclass
@@ -578,6 +582,12 @@ def ingest(
             # over a million rows now, and a stale row count makes it sort where it should
             # hash.
             cur.execute(_ANALYZE)
+    if inserted or updated or removed or written:
+        try:
+            with connect(dsn, autocommit=True, doing="vacuuming the registry") as conn:
+                conn.execute(_VACUUM)
+        except ResolverError as exc:  # the ingest is committed; autovacuum will get to it
+            warnings.append(f"{source}: ingested, but not vacuumed: {exc}")
     return IngestReport(
         inserted=inserted,
         updated=updated,

@@ -270,6 +270,24 @@ def test_reingesting_the_same_records_writes_nothing(registry_dsn: str) -> None:
     assert contents(registry_dsn) == before  # updated_at included
 
 
+def test_an_ingest_that_writes_vacuums_the_tables_the_loader_scans(registry_dsn: str) -> None:
+    def vacuums() -> dict[str, int]:
+        with psycopg.connect(registry_dsn) as conn:
+            rows = conn.execute(
+                "SELECT relname, vacuum_count FROM pg_stat_user_tables"
+                " WHERE schemaname = 'instrument_registry'"
+            ).fetchall()
+        return dict(rows)
+
+    universe = list(generate_universe(200).instruments())
+    db.ingest(registry_dsn, universe, BROKERS, source="synthetic")
+    first = vacuums()
+    assert first["instrument_keys"] >= 1 and first["broker_instrument_tokens"] >= 1
+    report = db.ingest(registry_dsn, universe, BROKERS, source="synthetic")
+    assert not report.warnings
+    assert vacuums() == first  # nothing written, nothing to vacuum
+
+
 def test_a_second_broker_keeps_the_first_brokers_tokens_and_keys(registry_dsn: str) -> None:
     kite = [SBIN, INFY, NIFTY_FUT]
     db.ingest(registry_dsn, kite, ["kite"], source="kite=a.csv")
