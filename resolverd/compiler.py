@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import xxhash
@@ -81,14 +82,16 @@ def _place(
 
 
 def _encode_strings(values: Sequence[str], what: str) -> tuple[list[bytes], int]:
-    encoded = [v.encode("utf-8") for v in values]
+    # One join, one encode and one split are a third of the time of encoding each value; a
+    # value holding a NUL splits in two, which is how it is caught.
+    encoded = "\0".join(values).encode("utf-8").split(b"\0") if values else []
+    if len(encoded) != len(values):
+        raise RegistryError(f"{what}: a value contains a NUL character")
     longest = max(map(len, encoded), default=0)
     if longest > MAX_STRING_WIDTH:
         raise RegistryError(
             f"{what}: a value is {longest} bytes long, the limit is {MAX_STRING_WIDTH}"
         )
-    if b"\0" in b"".join(encoded):
-        raise RegistryError(f"{what}: a value contains a NUL character")
     return encoded, fixed_width(longest)
 
 
@@ -193,7 +196,7 @@ def _hash_str_tokens(
 ) -> _Hashed:
     xxh = xxhash.xxh3_64_intdigest
     return _place(
-        lambda seed: np.fromiter((xxh(t, seed) for t in tokens), np.uint64, count=len(tokens)),
+        lambda seed: np.fromiter(map(xxh, tokens, repeat(seed)), np.uint64, count=len(tokens)),
         lambda i, j: (
             None
             if tokens[i] != tokens[j]
@@ -224,7 +227,7 @@ def compile_snapshot(
         raise RegistryError("keys: an instrument has an empty key")
     xxh = xxhash.xxh3_64_intdigest
     forward = _place(
-        lambda seed: np.fromiter((xxh(k, seed) for k in key_bytes), np.uint64, count=n),
+        lambda seed: np.fromiter(map(xxh, key_bytes, repeat(seed)), np.uint64, count=n),
         lambda i, j: (
             None
             if key_bytes[i] != key_bytes[j]
