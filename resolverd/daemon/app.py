@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 import multiprocessing
 import os
@@ -578,6 +579,11 @@ class Daemon:
             interval = self.notifier.watchdog_interval()
             if interval:
                 self._spawn(watchdog_loop(self.notifier, interval), "watchdog")
+            # Everything made so far (modules, sockets, the first generations' tables) lives as
+            # long as the daemon: out of the cycle collector's way, a full collection scans only
+            # what reloads made since. Without this one took 12 to 33 ms on the event loop
+            # here, and an announcement or a control reply waited for it.
+            gc.freeze()
             self.notifier.ready(self.summary())
             log.info("serving %s", self.summary(), extra={"pid": os.getpid()})
             await self._stop.wait()
