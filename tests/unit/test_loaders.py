@@ -6,6 +6,7 @@ import datetime as dt
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from resolverd.errors import ConfigError, SourceError, SourceMissingError
@@ -180,3 +181,19 @@ def test_a_huge_bad_field_is_shown_cut_short() -> None:
         parse_number("x" * 10_000_000, SOURCE, 2, "strike")
     assert len(str(caught.value)) < 200
     assert "10,000,000 characters" in str(caught.value)
+
+
+def test_the_registry_loaders_integer_parse_is_exact_or_raises() -> None:
+    # numpy's text parser, which the PostgreSQL loader uses for speed, saturates and stops
+    # silently; the loader must fall back to int(), which raises, rather than take its result.
+    from resolverd.loaders.postgres import _integers
+
+    big = ["18446744073709551614", "0", "9223372036854775808"]
+    assert _integers(big, np.uint64).tolist() == [int(t) for t in big]
+    assert _integers([], np.uint64).tolist() == []
+    with pytest.raises(OverflowError):
+        _integers(["1", "18446744073709551616"], np.uint64)
+    with pytest.raises(OverflowError):
+        _integers(["-5"], np.uint64)
+    with pytest.raises(ValueError):
+        _integers(["1", "x"], np.int64)
