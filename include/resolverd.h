@@ -449,6 +449,34 @@ RSV__INLINE int rsv__ascii(const unsigned char *field, size_t width, char *out) 
     return 1;
 }
 
+/* Names at `stride` bytes apart, ordered by text and then by position. */
+RSV__INLINE int rsv__by_text(const void *a, const void *b) {
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    int c = strcmp(x, y);
+    return c != 0 ? c : (x > y) - (x < y);
+}
+
+/* The index at which a loop over the `count` names (`stride` bytes apart from `first`) would
+ * first meet a name it has met before, as the Python reader reports it; -1 if every name is
+ * unique, -2 out of memory. Sorting keeps a forged table of many names from costing n^2. */
+RSV__INLINE int64_t rsv__twice(const char *first, size_t stride, uint32_t count) {
+    if (count < 2) return -1;
+    const char **names = (const char **)malloc((size_t)count * sizeof *names);
+    if (names == NULL) return -2;
+    for (uint32_t i = 0; i < count; i++) names[i] = first + (size_t)i * stride;
+    qsort(names, count, sizeof *names, rsv__by_text);
+    int64_t found = -1;
+    for (uint32_t i = 1; i < count; i++) {
+        /* In a run of equal names the second is the first repeat a loop in order meets. */
+        if (strcmp(names[i], names[i - 1]) == 0 && (i < 2 || strcmp(names[i - 1], names[i - 2]))) {
+            int64_t at = (int64_t)((size_t)(names[i] - first) / stride);
+            if (found < 0 || at < found) found = at;
+        }
+    }
+    free(names);
+    return found;
+}
+
 RSV__INLINE int rsv__by_name(const void *a, const void *b) {
     return strcmp(((const rsv__section *)a)->name, ((const rsv__section *)b)->name);
 }
@@ -661,6 +689,29 @@ RSV__INLINE int rsv__load(rsv_snapshot *snap, const rsv__section *table, uint32_
             b->int_tokens = (const uint64_t *)(base + s->offset);
         else
             b->str_tokens = (const char *)(base + s->offset);
+    }
+    /* As the Python reader: a name lookup must find one broker or feed, and a feed's tokens
+     * are of its broker's kind (rsv_key checks the feed's, rsv_token the broker's). */
+    for (uint32_t f = 0; f < snap->feed_count; f++) {
+        const rsv_feed *feed = &snap->feeds[f];
+        const rsv_broker *owner = &snap->brokers[feed->broker];
+        if (feed->kind != owner->kind)
+            return rsv__fail(err, errlen, "feed %u: field kind %d is not the kind of broker %s",
+                             (unsigned)f, feed->kind, owner->name);
+    }
+    int64_t twice = rsv__twice(snap->brokers[0].name, sizeof(rsv_broker), snap->broker_count);
+    if (twice >= 0)
+        return rsv__fail(err, errlen, "broker %u: name '%s' appears twice", (unsigned)twice,
+                         snap->brokers[twice].name);
+    int64_t twice_feed = twice == -1 ? rsv__twice(snap->feeds[0].name, sizeof(rsv_feed),
+                                                  snap->feed_count)
+                                     : -2;
+    if (twice_feed >= 0)
+        return rsv__fail(err, errlen, "feed %u: name '%s' appears twice", (unsigned)twice_feed,
+                         snap->feeds[twice_feed].name);
+    if (twice_feed == -2) {
+        rsv__fail(err, errlen, "out of memory");
+        return RSV_ENOMEM;
     }
 #undef RSV__EXPECT
     if (snap->flags & RSV_VERIFY) return rsv__verify_indexes(snap, offsets, string_count, err,

@@ -24,16 +24,19 @@ from resolverd import LayoutError, Registry, Resolver, compile_snapshot
 from resolverd.daemon.publish import Publisher
 from resolverd.loaders import load_kite
 from resolverd.shm_layout import (
+    BROKER_DTYPE,
     CONTROL_SEQUENCE_LIMIT,
     FEED_DTYPE,
     HEADER_DTYPE,
     HEADER_FIXED_SIZE,
+    KIND_STR,
     SECTION_DTYPE,
     field_offset,
     read_header,
     set_generation,
 )
 
+from ..fuzzing import reseal_payload
 from ..unit.registries import instrument
 from .daemons import AARTI, AARTI_RENUMBERED, NIFTY_CALL, Daemon, wait_for, write_kite
 
@@ -516,3 +519,55 @@ def test_a_c_follower_moves_to_a_renewed_control_file(
             assert follower.finish() == 0
     finally:
         publisher.close()
+
+
+def _forged(edit: Callable[[bytearray, Any], None]) -> bytes:
+    """The vector snapshot with `edit(bytes, header)` applied and both checksums recomputed,
+    so that only the reader's own checks stand between it and a lookup."""
+    copy = bytearray((VECTORS / "vectors.snap").read_bytes())
+    edit(copy, read_header(copy))
+    reseal_payload(copy)
+    return bytes(copy)
+
+
+def _name_field(record: int) -> slice:
+    return slice(record, record + 32)
+
+
+def _twice_broker(b: bytearray, header: Any) -> None:
+    first = header.sections["brokers"].offset  # angel, then kite
+    b[_name_field(first + BROKER_DTYPE.itemsize)] = b[_name_field(first)]
+
+
+def _twice_feed(b: bytearray, header: Any) -> None:
+    first = header.sections["feeds"].offset  # angel:NFO, then angel:NSE
+    b[_name_field(first + FEED_DTYPE.itemsize)] = b[_name_field(first)]
+
+
+def _feed_of_the_other_kind(b: bytearray, header: Any) -> None:
+    kite = header.sections["feeds"].offset + 2 * FEED_DTYPE.itemsize
+    b[kite + field_offset(FEED_DTYPE, "kind")] = KIND_STR
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_twice_broker, "broker 1: name 'angel' appears twice"),
+        (_twice_feed, "feed 1: name 'angel:NFO' appears twice"),
+        (_feed_of_the_other_kind, "feed 2: field kind 2 is not the kind of broker kite"),
+    ],
+)
+def test_both_readers_refuse_forged_broker_and_feed_records(
+    programs: dict[str, Path],
+    tmp_path: Path,
+    edit: Callable[[bytearray, Any], None],
+    message: str,
+) -> None:
+    path = tmp_path / "forged.snap"
+    path.write_bytes(_forged(edit))
+    for flags in ([], ["--verify"]):
+        result = run_c(programs["conformance"], path, [], *flags)
+        assert result.returncode == 3, (result.stdout, result.stderr)
+        assert result.stdout.startswith(f"open RSV_ELAYOUT {path}: {message}"), result.stdout
+    with pytest.raises(LayoutError):
+        Resolver.open(path).close()
