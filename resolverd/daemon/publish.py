@@ -11,7 +11,8 @@ is the one writer. Its rules:
 3. The control file is created under a temporary name, then renamed, and from then on written
    in place, under the seqlock, until its ``sequence`` would pass `CONTROL_SEQUENCE_LIMIT`. Then
    the next swap is written to a new control file (sequence 0) renamed over the name, and only
-   after that is the old one retired (generation 0), which sends its followers to the name.
+   after that is the old one retired (generation 0), which sends its followers to the name; a
+   second name keeps the old one findable until then, for an instance killed midway.
 4. An old generation stays linked for the grace period after a swap, so a reader that has just
    read the control segment still finds the file it names. Unlinking it later does not disturb
    readers that map it: an unlinked mapping stays valid until its last unmap.
@@ -29,6 +30,7 @@ order (TSO), which is what the protocol needs; a port to a weakly ordered CPU ne
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -97,7 +99,9 @@ def _generation_files(directory: Path, name: str) -> dict[int, Path]:
 
 
 def _temporary_files(directory: Path, name: str) -> list[Path]:
-    pattern = re.compile(re.escape(f".resolverd.{name}.") + r"\d{1,20}\.tmp")
+    """A dead instance's unfinished files: generations (``.resolverd.NAME.G.tmp``) and control
+    files (``.resolverd.NAME.ctl.PID.tmp``)."""
+    pattern = re.compile(re.escape(f".resolverd.{name}.") + r"(?:ctl\.)?\d{1,20}\.tmp")
     return [Path(e.path) for e in os.scandir(directory) if pattern.fullmatch(e.name)]
 
 
@@ -228,10 +232,10 @@ class Publisher:
             raise UnavailableError(f"{self.directory}: no such directory to publish in")
         self._lock = _lock(self.directory, self.name, self.mode)
         files = _generation_files(self.directory, self.name)
+        removed = self._retire_leftover()
         claimed = self._open_control()
         self._next = max([claimed, *files], default=0) + 1
         current, header = self._pick_current(claimed, files)
-        removed = []
         for generation, path in files.items():
             if generation != current and _remove(path):
                 removed.append(path)
@@ -323,18 +327,22 @@ class Publisher:
         self._next = header.generation + 1
         return Published(header.generation, final, header, previous)
 
-    def _create_control(self, state: ControlState) -> None:
-        """Write a control file holding `state` under a temporary name and rename it to the
-        control file's name (rule 3)."""
+    def _create_control(self, state: ControlState, *, rename: bool = True) -> Path:
+        """Write a control file holding `state` under a temporary name and, with `rename`,
+        rename it to the control file's name (rule 3). Returns where it is."""
         temporary = self.directory / f".{self.control_path.name}.{os.getpid()}.tmp"
         try:
             create_file(temporary, encode_control(state), self.mode, self.gid)
-            os.rename(temporary, self.control_path)
+            if rename:
+                os.rename(temporary, self.control_path)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
+        return self.control_path if rename else temporary
 
     def _write_control(self, generation: int, checksum: int, snapshot: str) -> None:
+        if self._control is None:  # a renewal failed after the rename: map what is named
+            self._open_control()
         assert self._control is not None
         sequence = struct.unpack_from("<Q", self._control, CONTROL_SEQUENCE_OFFSET)[0]
         if generation and sequence + 2 > CONTROL_SEQUENCE_LIMIT:
@@ -342,24 +350,50 @@ class Publisher:
                 self._renew_control(generation, checksum, snapshot)
                 return
             except (LayoutError, OSError) as exc:
+                if self._control is None:
+                    raise
                 # Writing in place is still correct; followers' checks just cost a little more.
                 _log.warning("%s: not renewed, written in place: %s", self.control_path, exc)
         _write_control(self._control, generation, checksum, snapshot)
 
     def _renew_control(self, generation: int, checksum: int, snapshot: str) -> None:
-        """Rule 3: the swap goes into a new control file; the old one is retired after."""
+        """Rule 3. The old file keeps a second name, ``.resolverd.NAME.ctl.retiring``, from
+        before the new one takes its name until it is retired, so that an instance killed in
+        between leaves it for the next one to retire (`_retire_leftover`): its followers must
+        be told, or they would follow a file nobody writes again."""
         old = self._control
         assert old is not None
         state = ControlState(0, generation, checksum, time.time_ns(), os.getpid(), snapshot)
-        self._create_control(state)
+        fresh = self._create_control(state, rename=False)
+        retiring = _retiring_path(self.control_path)
+        try:
+            retiring.unlink(missing_ok=True)
+            os.link(self.control_path, retiring)
+            os.rename(fresh, self.control_path)
+        except BaseException:
+            fresh.unlink(missing_ok=True)
+            retiring.unlink(missing_ok=True)
+            raise
         self._control = None
         try:
             self._open_control()
-        except BaseException:
-            self._control = old
-            raise
-        _write_control(old, 0, 0, "")  # retired: its followers turn to the name
-        old.close()
+        finally:
+            _write_control(old, 0, 0, "")  # retired: its followers turn to the name
+            old.close()
+            retiring.unlink(missing_ok=True)
+
+    def _retire_leftover(self) -> list[Path]:
+        """Retire the old control file a renewal killed midway left (see `_renew_control`),
+        unless it is still the file at the control file's name (killed before the rename),
+        which `adopt` then takes over as it is."""
+        retiring = _retiring_path(self.control_path)
+        try:
+            os.close(_open_own(retiring, os.O_RDONLY))  # ours, or UntrustedError: planted
+        except FileNotFoundError:
+            return []
+        _retire(retiring, unless=self.control_path)
+        retiring.unlink(missing_ok=True)
+        return [retiring]
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -431,22 +465,43 @@ def purge(directory: str | os.PathLike[str], name: str) -> list[Path]:
     return removed
 
 
+def _retiring_path(control_path: Path) -> Path:
+    """The second name a control file being renewed keeps until it is retired."""
+    return control_path.with_name(f".{control_path.name}.retiring")
+
+
+def _retire(path: Path, *, unless: Path | None = None) -> bool:
+    """Set generation 0 in the control file at `path` (its followers then turn to the name),
+    unless it is the file at `unless`; False if there is no such file. A file that is not a
+    control file, or a symlink someone planted, is left alone."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        status = os.fstat(fd)
+        if unless is not None:
+            with contextlib.suppress(FileNotFoundError):
+                named = os.stat(unless, follow_symlinks=False)
+                if (named.st_dev, named.st_ino) == (status.st_dev, status.st_ino):
+                    return True
+        if status.st_size == CONTROL_SIZE:
+            with mmap.mmap(fd, CONTROL_SIZE) as control:
+                if control[:8] == CONTROL_MAGIC:
+                    _write_control(control, 0, 0, "")
+    finally:
+        os.close(fd)
+    return True
+
+
 def _purge(folder: Path, name: str, control_path: Path) -> list[Path]:
     removed = []
-    try:
-        fd = os.open(control_path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except (FileNotFoundError, OSError):
-        pass  # none, or a symlink someone planted: unlinked below either way
-    else:
-        try:
-            if os.fstat(fd).st_size == CONTROL_SIZE:
-                with mmap.mmap(fd, CONTROL_SIZE) as control:
-                    if control[:8] == CONTROL_MAGIC:
-                        _write_control(control, 0, 0, "")
-        finally:
-            os.close(fd)
-        control_path.unlink(missing_ok=True)
-        removed.append(control_path)
+    for path in (control_path, _retiring_path(control_path)):
+        if _retire(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
     for path in [*_generation_files(folder, name).values(), *_temporary_files(folder, name)]:
         path.unlink(missing_ok=True)
         removed.append(path)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from resolverd import Registry, Resolver, UnavailableError, compile_snapshot
+from resolverd.daemon import publish
 from resolverd.daemon.publish import Publisher, purge
 from resolverd.shm_layout import CONTROL_SEQUENCE_LIMIT, CONTROL_SEQUENCE_OFFSET, control_file_name
 
@@ -177,12 +178,79 @@ def test_a_follower_moves_to_a_renewed_control_file_and_its_check_stays_a_small_
             publisher.publish(snapshot(generation, 10_000 + generation))
             assert resolver.token("NSE:INFY", "kite") == 10_000 + generation
             assert resolver.key(10_000 + generation, "kite") == "NSE:INFY"
-            words = resolver._words
+            words = resolver._words  # type: ignore[attr-defined]
             assert words is not None and words[2] <= CONTROL_SEQUENCE_LIMIT
         assert resolver.generation == last
         assert swaps == [(g - 1, g) for g in range(2, last + 1)]
         assert bound("NSE:INFY", "kite") == 10_000 + last
-        assert resolver.failed_refreshes == 0
+        assert resolver.failed_refreshes == 0  # type: ignore[attr-defined]
+
+
+def leftovers(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if p.name.endswith((".tmp", ".retiring"))]
+
+
+class Killed(BaseException):
+    """What kill -9 does to a publisher at one point: nothing after it runs."""
+
+
+def _near_the_sequence_limit(publisher: Publisher) -> None:
+    """Publish until the next swap renews the control file."""
+    control = publisher.directory / control_file_name("universe")
+    while struct.unpack_from("<Q", control.read_bytes(), CONTROL_SEQUENCE_OFFSET)[0] + 2 <= (
+        CONTROL_SEQUENCE_LIMIT
+    ):
+        generation = publisher.next_generation
+        publisher.publish(snapshot(generation, 10_000 + generation))
+
+
+def test_a_publisher_killed_between_renaming_and_retiring_is_finished_by_its_successor(
+    publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_followed(publisher) as resolver:
+        _near_the_sequence_limit(publisher)
+        assert resolver.token("NSE:INFY", "kite") == 10_000 + publisher.generation
+        writes = publish._write_control
+
+        def killed_at_the_retire(control: object, generation: int, *args: object) -> None:
+            if generation == 0:
+                raise Killed
+            writes(control, generation, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(publish, "_write_control", killed_at_the_retire)
+        renewed = publisher.next_generation
+        with pytest.raises(Killed):
+            publisher.publish(snapshot(renewed, 77))
+        monkeypatch.undo()
+        os.close(publisher._lock)  # type: ignore[arg-type]  # the kernel drops a dead lock
+        # The new file holds the swap, but nobody told the followers of the old one.
+        assert resolver.token("NSE:INFY", "kite") == 10_000 + renewed - 1
+        successor = Publisher(publisher.directory, "universe")
+        removed = successor.adopt()
+        assert any(p.name.endswith(".retiring") for p in removed)
+        assert resolver.token("NSE:INFY", "kite") == 77
+        successor.publish(snapshot(successor.next_generation, 78))
+        assert resolver.token("NSE:INFY", "kite") == 78
+        assert not leftovers(publisher.directory)
+
+
+def test_a_publisher_killed_before_renaming_leaves_a_file_its_successor_adopts(
+    publisher: Publisher,
+) -> None:
+    """Killed after linking the old file's second name and writing the new file, before the
+    rename: the file at the name is still the current one, and must not be retired."""
+    control = publisher.directory / control_file_name("universe")
+    with open_followed(publisher) as resolver:
+        os.link(control, control.with_name(f".{control.name}.retiring"))
+        control.with_name(f".{control.name}.4242.tmp").write_bytes(control.read_bytes())
+        os.close(publisher._lock)  # type: ignore[arg-type]
+        successor = Publisher(publisher.directory, "universe")
+        successor.adopt()
+        assert resolver.token("NSE:INFY", "kite") == 408065
+        assert resolver.failed_refreshes == 0  # type: ignore[attr-defined]
+        successor.publish(snapshot(successor.next_generation, 999))
+        assert resolver.token("NSE:INFY", "kite") == 999
+        assert not leftovers(publisher.directory)
 
 
 def test_after_a_purge_a_follower_keeps_its_generation(publisher: Publisher) -> None:
