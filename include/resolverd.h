@@ -1201,6 +1201,10 @@ RSV__INLINE int rsv__follow_renewed(rsv_follower *f) {
         f->control = control;
         f->owner = probe.owner;
         f->sequence = state.sequence;
+        if (fresh->generation == f->current->generation) {
+            rsv_close(fresh); /* the same generation, named by a renewed control segment */
+            return 0;
+        }
         return rsv__follow_switch(f, fresh);
     }
     return 0;

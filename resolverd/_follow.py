@@ -193,6 +193,8 @@ class Following(Resolver):
                 except (ResolverError, OSError) as exc:
                     return self._failed(current, state.sequence, str(exc))
             self._install(fresh)
+            if fresh.generation == current.generation:
+                return fresh  # the same generation, named by a renewed control file
             self.swaps += 1
         for callback in list(self._callbacks):
             try:

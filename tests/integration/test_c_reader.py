@@ -571,3 +571,35 @@ def test_both_readers_refuse_forged_broker_and_feed_records(
         assert result.stdout.startswith(f"open RSV_ELAYOUT {path}: {message}"), result.stdout
     with pytest.raises(LayoutError):
         Resolver.open(path).close()
+
+
+def test_a_c_follower_of_a_renewal_naming_its_own_generation_does_not_switch(
+    programs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A successor's adopt() rewrites the current generation; past the limit that renews the
+    control file without a new generation, which is no switch."""
+
+    def snapshot(generation: int) -> bytearray:
+        registry = Registry.from_instruments([instrument("NSE:INFY", 100 + generation)])
+        return compile_snapshot(registry, generation=generation)
+
+    publisher = Publisher(tmp_path, "universe", grace=0.0)
+    publisher.adopt()
+    control = tmp_path / "resolverd.universe.ctl"
+    sequence = struct.unpack_from("<Q", control.read_bytes(), 16)[0]
+    while sequence + 2 <= CONTROL_SEQUENCE_LIMIT:
+        publisher.publish(snapshot(publisher.next_generation))
+        sequence = struct.unpack_from("<Q", control.read_bytes(), 16)[0]
+    last = publisher.generation
+    with CFollower(programs["follow"], tmp_path, "NSE:INFY") as follower:
+        assert follower.opened() == f"generation {last} token {100 + last}\n"
+        publisher.close()
+        successor = Publisher(tmp_path, "universe", grace=0.0)
+        successor.adopt()
+        try:
+            assert follower.check() == f"switched 0 generation {last} token {100 + last}\n"
+            successor.publish(snapshot(last + 1))
+            assert follower.check() == f"switched 1 generation {last + 1} token {101 + last}\n"
+            assert follower.finish() == 0
+        finally:
+            successor.close()

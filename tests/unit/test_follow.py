@@ -253,6 +253,24 @@ def test_a_publisher_killed_before_renaming_leaves_a_file_its_successor_adopts(
         assert not leftovers(publisher.directory)
 
 
+def test_a_renewal_that_names_the_same_generation_is_not_a_swap(publisher: Publisher) -> None:
+    with open_followed(publisher) as resolver:
+        _near_the_sequence_limit(publisher)
+        generation = publisher.generation
+        token = resolver.token("NSE:INFY", "kite")
+        swaps: list[tuple[int, int]] = []
+        resolver.on_swap(lambda old, new: swaps.append((old, new)))
+        before = resolver.swaps  # type: ignore[attr-defined]
+        publisher.close()
+        successor = Publisher(publisher.directory, "universe")
+        successor.adopt()  # rewrites the current generation: past the limit, a new file
+        assert resolver.token("NSE:INFY", "kite") == token
+        assert (resolver.generation, resolver.swaps, swaps) == (generation, before, [])  # type: ignore[attr-defined]
+        successor.publish(snapshot(successor.next_generation, 5))
+        assert resolver.token("NSE:INFY", "kite") == 5
+        assert swaps == [(generation, generation + 1)]
+
+
 def test_after_a_purge_a_follower_keeps_its_generation(publisher: Publisher) -> None:
     with open_followed(publisher) as resolver:
         publisher.close()
