@@ -93,6 +93,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pwd.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -989,6 +990,8 @@ RSV__INLINE int rsv_open(const char *path, unsigned flags, rsv_snapshot **out, c
 /* -- following a named registry -------------------------------------------------------------- */
 
 /* Read the control segment with the seqlock protocol (shm_layout.read_control). */
+#define RSV__SPINS 8 /* odd `sequence` reads before a reader starts yielding the CPU */
+
 RSV__INLINE int rsv_read_control(const unsigned char *control, rsv_control *out, int retries,
                                  char *err, size_t errlen) {
     /* The magic and version are written once, before the file is published. */
@@ -997,7 +1000,11 @@ RSV__INLINE int rsv_read_control(const unsigned char *control, rsv_control *out,
     const uint64_t *words = (const uint64_t *)control;
     for (int attempt = 0; attempt < retries; attempt++) {
         uint64_t before = __atomic_load_n(&words[2], __ATOMIC_ACQUIRE);
-        if (before & 1) continue; /* the publisher is writing */
+        if (before & 1) { /* the publisher is writing */
+            /* A writer preempted mid-write needs a CPU, and spinning readers may hold it. */
+            if (attempt >= RSV__SPINS) sched_yield();
+            continue;
+        }
         uint64_t copy[16];
         for (int i = 0; i < 16; i++) copy[i] = __atomic_load_n(&words[i], __ATOMIC_RELAXED);
         /* Orders the copy's loads before the second load of `sequence`. */

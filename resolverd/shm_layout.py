@@ -232,6 +232,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -791,18 +792,30 @@ def encode_control(state: ControlState) -> bytes:
     return record.tobytes()
 
 
+CONTROL_READ_SPINS: Final = 8
+"""Odd ``sequence`` reads before a reader starts sleeping between its retries."""
+CONTROL_READ_BACKOFF_S: Final = 50e-6
+"""A writer preempted in the middle of its write needs a CPU, and a reader spinning on one of
+two cores may be what it waits for."""
+
+
 def read_control(
-    buf: bytes | bytearray | memoryview | object, *, retries: int = 10_000
+    buf: bytes | bytearray | memoryview | object, *, retries: int = 200
 ) -> ControlState:
-    """Read the control segment with the seqlock protocol; LayoutError if it is not one."""
+    """Read the control segment with the seqlock protocol; LayoutError if it is not one.
+
+    `retries` reads of ``sequence``, the first `CONTROL_READ_SPINS` back to back, then
+    `CONTROL_READ_BACKOFF_S` apart while it is odd. A `bytes` copy cannot change: one read."""
     view = memoryview(buf).cast("B")  # type: ignore[arg-type]
     if len(view) < CONTROL_SIZE:
         raise LayoutError(f"control segment truncated: {len(view)} bytes, expected {CONTROL_SIZE}")
     if bytes(view[:8]) != CONTROL_MAGIC:
         raise LayoutError(f"bad control magic {bytes(view[:8])!r}")
-    for _ in range(retries):
+    for attempt in range(1 if isinstance(buf, bytes) else retries):
         before = struct.unpack_from("<Q", view, CONTROL_SEQUENCE_OFFSET)[0]
         if before & 1:
+            if attempt >= CONTROL_READ_SPINS:
+                time.sleep(CONTROL_READ_BACKOFF_S)
             continue
         raw = np.frombuffer(bytes(view[:CONTROL_SIZE]), dtype=CONTROL_DTYPE)[0]
         after = struct.unpack_from("<Q", view, CONTROL_SEQUENCE_OFFSET)[0]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -308,3 +310,25 @@ def test_the_published_file_is_the_compiled_bytes(publisher: Publisher) -> None:
 def test_purge_in_a_directory_that_does_not_exist_says_so(tmp_path: Path) -> None:
     with pytest.raises(UnavailableError, match="no such directory"):
         purge(tmp_path / "absent", "universe")
+
+
+def test_a_reader_waits_out_a_writer_held_up_in_the_middle_of_its_write(
+    publisher: Publisher,
+) -> None:
+    # A publisher preempted between the odd and the even store keeps `sequence` odd for as
+    # long as it waits for a CPU; 100 back-to-back retries take microseconds, so a reader
+    # that did not back off would give up on a swap that is about to complete.
+    publisher.publish(snapshot(1))
+    path = publisher.directory / control_file_name("universe")
+    with open(path, "r+b") as file, mmap.mmap(file.fileno(), 0) as live:
+        stable = struct.unpack_from("<Q", live, CONTROL_SEQUENCE_OFFSET)[0]
+        struct.pack_into("<Q", live, CONTROL_SEQUENCE_OFFSET, stable + 1)
+        finished = threading.Timer(
+            0.001, struct.pack_into, ("<Q", live, CONTROL_SEQUENCE_OFFSET, stable + 2)
+        )
+        finished.start()
+        try:
+            state = read_control(live, retries=100)
+        finally:
+            finished.join()
+    assert (state.sequence, state.generation) == (stable + 2, 1)
