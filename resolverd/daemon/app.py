@@ -428,16 +428,19 @@ class Daemon:
             self._count("error")
             return  # no envelope to reply to
         envelope, payload = frames[:-1], frames[-1]
+        # Each request is counted once: under its command if it was answered, else as an error.
         try:
             request = control.decode_request(payload)
-            self._count(request.command)
             reply = control.Reply(True, result=await self._execute(request))
         except (ValueError, UnavailableError) as exc:
             self._count("error")
             reply = control.Reply(False, error=str(exc))
         except Exception as exc:  # a bug answering must not take the daemon down
             log.exception("control request failed")
+            self._count("error")
             reply = control.Reply(False, error=f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            self._count(request.command)
         with contextlib.suppress(zmq.ZMQError):
             await socket.send_multipart([*envelope, control.encode_reply(reply)])
 

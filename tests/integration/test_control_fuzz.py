@@ -82,10 +82,16 @@ def assert_malformed(reply: control.Reply) -> None:
     assert reply.error.startswith("malformed request: "), reply.error
 
 
-def error_count(daemon: Daemon) -> int:
+def counted(daemon: Daemon, command: str) -> int:
+    """resolverd_control_requests_total for `command` ("error": requests refused)."""
     text = request(daemon.control, "stats")["metrics"]
-    found = re.search(r'^resolverd_control_requests_total\{command="error"\} (\d+)$', text, re.M)
+    pattern = rf'^resolverd_control_requests_total\{{command="{command}"\}} (\d+)$'
+    found = re.search(pattern, text, re.M)
     return int(found.group(1)) if found else 0
+
+
+def error_count(daemon: Daemon) -> int:
+    return counted(daemon, "error")
 
 
 # -- payloads ------------------------------------------------------------------------------------
@@ -430,3 +436,18 @@ def test_a_burst_from_many_clients_is_answered_one_reply_each(daemon: Daemon) ->
         for dealer in dealers:
             dealer.close()
     assert error_count(daemon) == errors + len(dealers) * sent
+
+
+def test_a_refused_request_counts_once_as_an_error_not_under_its_command(
+    daemon: Daemon,
+) -> None:
+    reloads, errors = counted(daemon, "reload"), counted(daemon, "error")
+    req = client(zmq.REQ, daemon)
+    try:
+        req.send(msgspec.msgpack.encode(control.Request("reload", "no-such-registry", True)))
+        reply = msgspec.msgpack.decode(req.recv(), type=control.Reply)
+    finally:
+        req.close()
+    assert not reply.ok and reply.error is not None
+    assert reply.error.startswith("unknown registry 'no-such-registry'")
+    assert (counted(daemon, "reload"), counted(daemon, "error")) == (reloads, errors + 1)
