@@ -125,7 +125,10 @@ def load_registry(
 
     label = source if source is not None else f"postgres={db.redact_dsn(dsn)}"
     report = progress or _ignore
-    doing = "loading the registry" + ("" if source is None else f" {source}")
+    # Errors start with the redacted connection string already: a label that is just that
+    # (the command line's ``postgres=<dsn>``) would say it twice.
+    named = source is not None and db.redact_dsn(dsn) not in source
+    doing = "loading the registry" + (f" {source}" if named else "")
     with cycle_collector_paused(), db.connect(dsn, doing=doing) as conn:
         conn.isolation_level = _repeatable_read()
         conn.read_only = True

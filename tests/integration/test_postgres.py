@@ -452,6 +452,11 @@ def test_a_database_without_a_registry_is_unavailable(pg_database: str) -> None:
         conn.execute(f"DROP SCHEMA IF EXISTS {db.SCHEMA} CASCADE")
     with pytest.raises(UnavailableError, match="no instrument registry here"):
         load_registry(pg_database)
+    # Labelled as the command line labels it, the message names the database once.
+    redacted = db.redact_dsn(pg_database)
+    with pytest.raises(UnavailableError) as raised:
+        load_registry(pg_database, source=f"postgres={redacted}")
+    assert str(raised.value).count(redacted) == 1, str(raised.value)
 
 
 def test_losing_the_server_mid_copy_is_unavailable_and_never_shows_the_password(
