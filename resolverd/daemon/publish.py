@@ -472,14 +472,13 @@ def _retiring_path(control_path: Path) -> Path:
 
 def _retire(path: Path, *, unless: Path | None = None) -> bool:
     """Set generation 0 in the control file at `path` (its followers then turn to the name),
-    unless it is the file at `unless`; False if there is no such file. A file that is not a
-    control file, or a symlink someone planted, is left alone."""
+    unless it is the file at `unless`. False if there is no such file or it cannot be opened
+    for writing (a symlink or a file of another user someone planted): it is left alone. A
+    file that is not a control file is not written."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return False
     except OSError:
-        return True
+        return False
     try:
         status = os.fstat(fd)
         if unless is not None:
