@@ -37,6 +37,7 @@ from resolverd.shm_layout import (
 )
 
 from ..fuzzing import reseal_payload
+from ..publishing import publish_until_a_renewal_is_next
 from ..unit.registries import instrument
 from .daemons import AARTI, AARTI_RENUMBERED, NIFTY_CALL, Daemon, wait_for, write_kite
 
@@ -585,11 +586,7 @@ def test_a_c_follower_of_a_renewal_naming_its_own_generation_does_not_switch(
 
     publisher = Publisher(tmp_path, "universe", grace=0.0)
     publisher.adopt()
-    control = tmp_path / "resolverd.universe.ctl"
-    sequence = struct.unpack_from("<Q", control.read_bytes(), 16)[0]
-    while sequence + 2 <= CONTROL_SEQUENCE_LIMIT:
-        publisher.publish(snapshot(publisher.next_generation))
-        sequence = struct.unpack_from("<Q", control.read_bytes(), 16)[0]
+    publish_until_a_renewal_is_next(publisher, snapshot)
     last = publisher.generation
     with CFollower(programs["follow"], tmp_path, "NSE:INFY") as follower:
         assert follower.opened() == f"generation {last} token {100 + last}\n"

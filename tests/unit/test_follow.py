@@ -17,6 +17,7 @@ from resolverd.daemon import publish
 from resolverd.daemon.publish import Publisher, purge
 from resolverd.shm_layout import CONTROL_SEQUENCE_LIMIT, CONTROL_SEQUENCE_OFFSET, control_file_name
 
+from ..publishing import publish_until_a_renewal_is_next
 from .registries import instrument
 
 
@@ -195,13 +196,8 @@ class Killed(BaseException):
 
 
 def _near_the_sequence_limit(publisher: Publisher) -> None:
-    """Publish until the next swap renews the control file."""
-    control = publisher.directory / control_file_name("universe")
-    while struct.unpack_from("<Q", control.read_bytes(), CONTROL_SEQUENCE_OFFSET)[0] + 2 <= (
-        CONTROL_SEQUENCE_LIMIT
-    ):
-        generation = publisher.next_generation
-        publisher.publish(snapshot(generation, 10_000 + generation))
+    """Publish until the next swap renews the control file, INFY at 10,000 + generation."""
+    publish_until_a_renewal_is_next(publisher, lambda g: snapshot(g, 10_000 + g))
 
 
 def test_a_publisher_killed_between_renaming_and_retiring_is_finished_by_its_successor(
