@@ -225,7 +225,9 @@ keeps its current generation.
 
 Version history
 ---------------
-1.0  First version.
+1.0  First version. The control segment's bytes and ``version`` (1) are unchanged since; its
+     protocol gained the renewal past ``CONTROL_SEQUENCE_LIMIT`` (readers turn to the name on
+     ``generation`` 0) before any release, so every reader of this version follows it.
 """
 
 from __future__ import annotations
