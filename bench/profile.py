@@ -300,6 +300,7 @@ def token_steps(
     section = header.sections["brokers"]
     brokers = np.frombuffer(memory, section.dtype, header.broker_count, section.offset)
     j = [b.decode() for b in brokers["name"].tolist()].index(broker)
+    pairs = view(f"tokens.{j}", "Q")  # an integer broker's (fingerprint, token) pairs
     tables = {
         "xxh": xxhash.xxh3_64_intdigest,
         "seed": header.key_seed,
@@ -309,8 +310,8 @@ def token_steps(
         "slots": header.key_slot_count,
         "n": header.instrument_count,
         "remap": view("key.remap", "I"),
-        "fingerprints": view("key.fingerprints", "Q"),
-        "columns": {broker: view(f"tokens.{j}", "Q")},
+        "fingerprints": pairs[0::2],
+        "columns": {broker: pairs[1::2]},
         "absent": NO_TOKEN,
     }
     steps = [
@@ -320,8 +321,11 @@ def token_steps(
         ("+ h >> shift, pilots[bucket], PILOT_MIX[pilot]", _steps.pilot),
         ("+ h ^ mix and % slot_count (64-bit Python ints)", _steps.slot),
         ("+ the remap test", _steps.ordinal),
-        ("+ fingerprints[s] (memoryview 'Q') and compare", _steps.fingerprint),
-        ("+ columns[broker][s] and the NO_TOKEN test", _steps.token),
+        (
+            "+ the broker's copy of fingerprints[s] (strided memoryview 'Q') and compare",
+            _steps.fingerprint,
+        ),
+        ("+ the token beside it, columns[broker][s], and the NO_TOKEN test", _steps.token),
     ]
     bound = [(name, bind(template, **tables)) for name, template in steps]
     if bound[-1][1](key, broker) != expected:

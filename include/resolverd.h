@@ -1,7 +1,7 @@
 /* resolverd.h: a header-only C99 reader of resolverd snapshots and registries.
  *
  * The binary format is specified once, in the module docstring of resolverd/shm_layout.py
- * (layout version 1); this header implements that specification and nothing else. The
+ * (layout version 2); this header implements that specification and nothing else. The
  * conformance vectors in tests/conformance/ (a snapshot and the answers the Python client
  * gives) are checked against this header by tests/integration/test_c_reader.py, so a layout
  * change that breaks either reader fails the tests.
@@ -154,7 +154,7 @@ extern "C" {
 
 /* The layout, as shm_layout.py defines it. */
 #define RSV_MAGIC "RSLVSNAP"
-#define RSV_VERSION_MAJOR 1
+#define RSV_VERSION_MAJOR 2
 #define RSV_ALIGN 64u
 #define RSV_HEADER_FIXED_SIZE 128u
 #define RSV_SECTION_ENTRY_SIZE 64u
@@ -181,7 +181,8 @@ typedef struct rsv_broker {
     int kind;              /* RSV_KIND_INT or RSV_KIND_STR */
     uint32_t token_width;  /* 8, or the fixed width of a string token */
     uint32_t first_feed, feed_count;
-    const uint64_t *int_tokens; /* per ordinal, RSV_NO_TOKEN if none (int brokers) */
+    const uint64_t *int_pairs;  /* per ordinal i: [2i] its fingerprint, [2i + 1] its token,
+                                   RSV_NO_TOKEN if none (int brokers) */
     const char *str_tokens;     /* per ordinal, token_width bytes NUL-padded (string brokers) */
 } rsv_broker;
 
@@ -342,11 +343,22 @@ RSV__INLINE int rsv_token(const rsv_snapshot *snap, const char *key, size_t key_
     if (RSV__UNLIKELY(broker < 0 || (uint32_t)broker >= snap->broker_count)) return RSV_ENAME;
     const rsv_broker *b = &snap->brokers[broker];
     if (RSV__UNLIKELY(b->kind != RSV_KIND_INT)) return RSV_EKIND;
-    int64_t s = rsv__find(snap, key, key_len);
-    if (s < 0) return RSV_MISS;
-    uint64_t t = b->int_tokens[s];
-    if (t == RSV_NO_TOKEN) return RSV_MISS;
-    *out = t;
+    const uint64_t *pair;
+    if (snap->flags & RSV_STRICT) {
+        int64_t s = rsv_ordinal_strict(snap, key, key_len);
+        if (s < 0) return RSV_MISS;
+        pair = b->int_pairs + 2 * (uint64_t)s;
+    } else {
+        /* The broker's own copy of the fingerprint: one cache line for check and answer. */
+        uint64_t h = XXH3_64bits_withSeed(key, key_len, snap->key_seed);
+        uint64_t s = rsv__slot(h, snap->key_pilots, snap->key_shift, snap->key_slots, snap->n,
+                               snap->key_remap);
+        if (s >= snap->n) return RSV_MISS;
+        pair = b->int_pairs + 2 * s;
+        if (pair[0] != h) return RSV_MISS;
+    }
+    if (pair[1] == RSV_NO_TOKEN) return RSV_MISS;
+    *out = pair[1];
     return RSV_OK;
 }
 
@@ -549,6 +561,14 @@ RSV__INLINE int rsv__verify_indexes(const rsv_snapshot *snap, const uint32_t *of
                 return rsv__fail(err, errlen,
                                  "section 'records': field %s holds a string index out of range",
                                  fields[k]);
+    for (uint32_t j = 0; j < snap->broker_count; j++) {
+        const rsv_broker *b = &snap->brokers[j];
+        if (b->kind != RSV_KIND_INT) continue;
+        for (uint64_t i = 0; i < snap->n; i++)
+            if (b->int_pairs[2 * i] != snap->fingerprints[i])
+                return rsv__fail(err, errlen, "section 'tokens.%u': its fingerprints differ "
+                                 "from 'key.fingerprints'", (unsigned)j);
+    }
     for (uint32_t f = 0; f < snap->feed_count; f++) {
         const rsv_feed *feed = &snap->feeds[f];
         for (uint64_t i = 0; i < feed->slot_count - feed->count; i++)
@@ -685,9 +705,9 @@ RSV__INLINE int rsv__load(rsv_snapshot *snap, const rsv__section *table, uint32_
             return rsv__fail(err, errlen, "section '%s': dtype %s does not fit broker %s (kind "
                              "%d, token_width %u)", name, s->dtype, b->name, b->kind,
                              (unsigned)b->token_width);
-        RSV__EXPECT(name, NULL, n);
+        RSV__EXPECT(name, NULL, is_int ? 2 * n : n);
         if (is_int)
-            b->int_tokens = (const uint64_t *)(base + s->offset);
+            b->int_pairs = (const uint64_t *)(base + s->offset);
         else
             b->str_tokens = (const char *)(base + s->offset);
     }
@@ -734,7 +754,7 @@ RSV__INLINE int rsv__view(rsv_snapshot *snap, char *err, size_t errlen) {
     snap->version_major = rsv__u16(base + 8);
     snap->version_minor = rsv__u16(base + 10);
     if (snap->version_major != RSV_VERSION_MAJOR)
-        return rsv__fail(err, errlen, "layout version %u.%u is not supported (this reader: 1.x)",
+        return rsv__fail(err, errlen, "layout version %u.%u is not supported (this reader: 2.x)",
                          (unsigned)snap->version_major, (unsigned)snap->version_minor);
     uint64_t header_size = rsv__u32(base + 12);
     uint32_t section_count = rsv__u32(base + 36);

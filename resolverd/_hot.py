@@ -8,7 +8,9 @@ go through memoryviews, several times cheaper than numpy scalars, except a key's
 numpy ``S`` element gives NUL-stripped in half the time of slicing the memoryview. The formulas
 are the ones specified in `shm_layout`. The ``followed_`` templates repeat their plain twins
 behind the generation check of a following resolver, written out rather than wrapped because a
-wrapper's extra call costs more than the lookup's whole budget for the check.
+wrapper's extra call costs more than the lookup's whole budget for the check. The fingerprint
+mode's `token` checks a broker's ``pairs``: an integer broker's own copy of the fingerprints,
+strided beside its tokens, so that the check and the answer come from one cache line.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ n: Any = None
 remap: Any = None
 fingerprints: Any = None
 columns: Any = None
+pairs: Any = None
 absent: Any = None
 keys: Any = None
 width: Any = None
@@ -67,10 +70,10 @@ def token(key: str, broker: str) -> Any:
     if s >= n:
         s = remap[s - n]
     try:
-        col = columns[broker]
+        own, col = pairs[broker]
     except KeyError:
-        raise unknown("broker", broker, columns) from None
-    if fingerprints[s] != h or (t := col[s]) == absent:
+        raise unknown("broker", broker, pairs) from None
+    if own[s] != h or (t := col[s]) == absent:
         raise KeyError(key)
     return t
 
@@ -85,10 +88,10 @@ def followed_token(key: str, broker: str) -> Any:
     if s >= n:
         s = remap[s - n]
     try:
-        col = columns[broker]
+        own, col = pairs[broker]
     except KeyError:
-        raise unknown("broker", broker, columns) from None
-    if fingerprints[s] != h or (t := col[s]) == absent:
+        raise unknown("broker", broker, pairs) from None
+    if own[s] != h or (t := col[s]) == absent:
         raise KeyError(key)
     return t
 
@@ -99,10 +102,10 @@ def get_token(key: str, broker: str, default: Any = None) -> Any:
     if s >= n:
         s = remap[s - n]
     try:
-        col = columns[broker]
+        own, col = pairs[broker]
     except KeyError:
-        raise unknown("broker", broker, columns) from None
-    if fingerprints[s] != h or (t := col[s]) == absent:
+        raise unknown("broker", broker, pairs) from None
+    if own[s] != h or (t := col[s]) == absent:
         return default
     return t
 
@@ -115,10 +118,10 @@ def followed_get_token(key: str, broker: str, default: Any = None) -> Any:
     if s >= n:
         s = remap[s - n]
     try:
-        col = columns[broker]
+        own, col = pairs[broker]
     except KeyError:
-        raise unknown("broker", broker, columns) from None
-    if fingerprints[s] != h or (t := col[s]) == absent:
+        raise unknown("broker", broker, pairs) from None
+    if own[s] != h or (t := col[s]) == absent:
         return default
     return t
 

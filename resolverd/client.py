@@ -353,12 +353,17 @@ class Resolver:
         self._broker_kinds: dict[str, int] = {}
         self._broker_arrays: dict[str, NDArray[Any]] = {}
         self._broker_columns: dict[str, Any] = {}
+        # Each broker's (fingerprints, tokens) for the fingerprint-mode single lookup: an
+        # integer broker's own copy of the fingerprints, beside its tokens (see shm_layout).
+        self._broker_pairs: dict[str, tuple[memoryview, Any]] = {}
+        fingerprints = self._view("key.fingerprints", "Q")
         self._broker_feeds: dict[str, tuple[_Feed, ...]] = {}
         feed_list = list(self._feeds.values())
         for j, (name, record) in enumerate(zip(broker_names, brokers, strict=True)):
             kind = int(record["kind"])
             self._broker_kinds[name] = kind
-            self._broker_arrays[name] = self._array(f"tokens.{j}")
+            array = self._array(f"tokens.{j}")
+            self._broker_arrays[name] = array[1::2] if kind == KIND_INT else array
             first, count = int(record["first_feed"]), int(record["feed_count"])
             if first + count > len(feed_list):
                 raise LayoutError(f"broker {name}: fields first_feed/feed_count point past feeds")
@@ -369,11 +374,15 @@ class Resolver:
                 )
             self._broker_feeds[name] = own
             if kind == KIND_INT:
-                self._broker_columns[name] = self._view(f"tokens.{j}", "Q")
+                pairs = self._view(f"tokens.{j}", "Q")
+                copies, tokens = pairs[0::2], pairs[1::2]
+                self._exports += (copies, tokens)
+                self._broker_pairs[name] = (copies, tokens)
+                self._broker_columns[name] = tokens
             else:
-                self._broker_columns[name] = _StrColumn(
-                    self._view(f"tokens.{j}"), int(record["token_width"])
-                )
+                strings = _StrColumn(self._view(f"tokens.{j}"), int(record["token_width"]))
+                self._broker_pairs[name] = (fingerprints, strings)
+                self._broker_columns[name] = strings
 
     def _verify_indexes(self) -> None:
         """O(n) checks that the stored indexes stay in range and the stored strings and dates
@@ -393,9 +402,13 @@ class Resolver:
             raise LayoutError("section 'records': field expiry holds a day that is not a date")
         _check_utf8("section 'keys'", self._keys)
         _check_utf8("section 'records': field isin", records["isin"])
-        for j, column in enumerate(self._broker_arrays.values()):
+        for j, (name, column) in enumerate(self._broker_arrays.items()):
             if column.dtype.kind == "S":
                 _check_utf8(f"section 'tokens.{j}'", column)
+            elif not np.array_equal(self._broker_pairs[name][0], self._fingerprints):
+                raise LayoutError(
+                    f"section 'tokens.{j}': its fingerprints differ from 'key.fingerprints'"
+                )
         for feed in self._feeds.values():
             if feed.remap.size and int(feed.remap.max()) >= feed.count:
                 raise LayoutError(f"feed {feed.name}: remap holds an ordinal out of range")
@@ -420,6 +433,7 @@ class Resolver:
             "remap": self._view("key.remap", "I"),
             "fingerprints": self._view("key.fingerprints", "Q"),
             "columns": columns,
+            "pairs": dict(self._broker_pairs),
             "absent": NO_TOKEN,
             "keys": keys,
             "width": width,

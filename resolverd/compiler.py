@@ -237,6 +237,7 @@ def compile_snapshot(
     at_ordinal = np.empty(n, dtype=np.intp)
     at_ordinal[forward.function.ordinals] = np.arange(n)
     keys = np.array(key_bytes, dtype=f"S{key_width}")[at_ordinal]
+    fingerprints = forward.hashes[at_ordinal]
 
     table, (exchange, segment, itype, name) = _string_table(
         [registry.exchange, registry.segment, registry.instrument_type, registry.name]
@@ -272,7 +273,10 @@ def compile_snapshot(
         if column.kind == "int":
             values = np.asarray(column.values, dtype=np.uint64)[at_ordinal]
             present = values != NO_TOKEN
-            token_sections.append(Section(f"tokens.{j}", "<u8", values))
+            pairs = np.empty((n, 2), dtype=np.uint64)  # (fingerprint, token): see shm_layout
+            pairs[:, 0] = fingerprints
+            pairs[:, 1] = values
+            token_sections.append(Section(f"tokens.{j}", "<u8", pairs.reshape(-1)))
             width = 8
         elif column.kind == "str":
             raw = [column.values[int(i)] for i in at_ordinal]
@@ -319,7 +323,7 @@ def compile_snapshot(
     sections = [
         Section("key.pilots", "|u1", function.pilots),
         Section("key.remap", "<u4", function.remap),
-        Section("key.fingerprints", "<u8", forward.hashes[at_ordinal]),
+        Section("key.fingerprints", "<u8", fingerprints),
         Section("keys", f"|S{key_width}", keys),
         Section("records", "record", records),
         Section("strings.offsets", "<u4", offsets),

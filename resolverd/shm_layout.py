@@ -1,4 +1,4 @@
-"""The resolverd snapshot format, layout version 1: specification, writer and validating reader.
+"""The resolverd snapshot format, layout version 2: specification, writer and validating reader.
 
 A snapshot is one immutable file (in ``/dev/shm`` or on disk) that a reader maps read-only and
 views with numpy and memoryviews, without copying or parsing it. This docstring is the whole
@@ -19,7 +19,7 @@ Header (128 bytes at offset 0)
 offset  size  type     field
 ======  ====  =======  ==================================================================
 0       8     |S8      magic: the bytes ``RSLVSNAP``
-8       2     <u2      version_major: 1. A reader MUST refuse any other major version.
+8       2     <u2      version_major: 2. A reader MUST refuse any other major version.
 10      2     <u2      version_minor: 0. Minor versions only add; a reader MAY ignore them.
 12      4     <u4      header_size: 128 + 64 * section_count, rounded up to a multiple of 64
 16      8     <u8      generation: set by the publisher; not part of the payload
@@ -80,9 +80,10 @@ name                   dtype       count  content
 ``strings.data``       ``|u1``            the string table: distinct values, sorted
 ``brokers``            ``broker``  B      one record per broker, sorted by name
 ``feeds``              ``feed``    F      one record per feed, by broker, then name
-``tokens.{j}``         ``<u8`` or  n      broker j's token for each instrument: an integer
-                       ``|S{w}``          (NO_TOKEN if none) or a NUL-padded string (empty
-                                          if none)
+``tokens.{j}``         ``<u8`` or  kj*n   broker j's tokens. Integers: kj = 2, and items 2i
+                       ``|S{w}``          and 2i + 1 are a copy of key.fingerprints[i] and
+                                          instrument i's token (NO_TOKEN if none). Strings:
+                                          kj = 1, NUL-padded (empty if none)
 ``feed.{f}.pilots``    ``|u1``     2**bf  pilots of feed f's token hash
 ``feed.{f}.remap``     ``<u4``     Sf-nf  ordinals of the feed's slots nf..Sf-1
 ``feed.{f}.tokens``    ``<u8``     nf     integer feeds: the token; string feeds: its hash
@@ -95,6 +96,13 @@ in feed order; ``{j}`` and ``{f}`` are decimal indexes into ``brokers`` and ``fe
 Broker names are unique, and so are feed names. A broker's kind and token_width MUST agree with
 its ``tokens.{j}`` section (``<u8``; or ``|S{w}`` with w = token_width), a feed's kind MUST be
 its broker's, and feeds first_feed .. first_feed + feed_count - 1 MUST be the broker's own.
+
+An integer token sits beside a copy of its instrument's fingerprint so that a fingerprint-mode
+lookup reads one 16-byte pair, in one cache line, for both its check and its answer: at a
+million instruments a uniform random lookup then waits on one cache miss instead of two
+(bench/results/core-*.md measures the difference). The copy costs 8 bytes per instrument
+per integer broker. A reader MAY check either copy of the fingerprint; a verifying reader
+SHOULD check that they agree.
 
 Record ``record`` (64 bytes)
     ======  ====  ====  ===============================================================
@@ -150,6 +158,7 @@ Key hash of a key string k (UTF-8 bytes)::
     h = xxh3_64(k, key_seed)
     i = slot_to_ordinal(h, key.pilots, b, S, n, key.remap)
     hit when key.fingerprints[i] == h (fingerprint mode); strict mode also compares keys[i]
+    broker j's token of a hit: tokens.{j}[2i + 1] (integers), tokens.{j}[i] (strings)
 
 Token hash: an integer token t (0 <= t < 2**64 - 1) hashes as ``mix(t ^ seed)``; a string token
 hashes as ``xxh3_64(utf8 bytes, seed)``::
@@ -225,6 +234,8 @@ keeps its current generation.
 
 Version history
 ---------------
+2.0  Integer ``tokens.{j}`` sections hold (fingerprint, token) pairs, 2n items, instead of n
+     tokens. Nothing else changed; the control segment is the same.
 1.0  First version. The control segment's bytes and ``version`` (1) are unchanged since; its
      protocol gained the renewal past ``CONTROL_SEQUENCE_LIMIT`` (readers turn to the name on
      ``generation`` 0) before any release, so every reader of this version follows it.
@@ -245,7 +256,7 @@ import xxhash
 from .errors import LayoutError
 
 MAGIC: Final = b"RSLVSNAP"
-VERSION_MAJOR: Final = 1
+VERSION_MAJOR: Final = 2
 VERSION_MINOR: Final = 0
 ALIGN: Final = 64
 HEADER_FIXED_SIZE: Final = 128
@@ -701,7 +712,7 @@ def _check_sections_v1(header: Header) -> None:
         entry = header.sections.get(f"tokens.{j}")
         if entry is None or not (entry.dtype == np.dtype("<u8") or entry.dtype.kind == "S"):
             raise LayoutError(f"section 'tokens.{j}' is missing or has a bad dtype")
-        _expect(header, f"tokens.{j}", entry.dtype, n)
+        _expect(header, f"tokens.{j}", entry.dtype, 2 * n if entry.dtype.kind == "u" else n)
     expected = {
         "key.pilots",
         "key.remap",

@@ -33,6 +33,7 @@ from resolverd.shm_layout import (
     MAX_SECTIONS,
     RECORD_DTYPE,
     SECTION_DTYPE,
+    VERSION_MAJOR,
     Section,
     header_checksum,
     header_size_for,
@@ -179,7 +180,7 @@ def many_sections() -> bytes:
     table["dtype"], table["offset"] = b"|u1", size
     buf[HEADER_FIXED_SIZE : HEADER_FIXED_SIZE + table.nbytes] = table.tobytes()
     header = np.zeros((), dtype=HEADER_DTYPE)
-    header["magic"], header["version_major"], header["header_size"] = MAGIC, 1, size
+    header["magic"], header["version_major"], header["header_size"] = MAGIC, VERSION_MAJOR, size
     header["section_count"], header["file_size"] = MAX_SECTIONS, size
     header["key_bucket_bits"], header["key_width"], header["key_slot_count"] = 1, 8, 1
     buf[:HEADER_FIXED_SIZE] = header.tobytes()
@@ -204,7 +205,7 @@ def many_brokers() -> bytes:
         Section("strings.data", "|u1", np.zeros(0, np.uint8)),
         Section("brokers", "broker", brokers),
         Section("feeds", "feed", np.zeros(0, FEED_DTYPE)),
-        *(Section(f"tokens.{j}", "<u8", np.zeros(1, np.uint64)) for j in range(count)),
+        *(Section(f"tokens.{j}", "<u8", np.zeros(2, np.uint64)) for j in range(count)),
     ]
     fields = {"generation": 1, "build_time_ns": 0, "trade_date": 0, "key_seed": 0}
     fields |= {"instrument_count": 1, "key_bucket_bits": 1, "key_width": 8, "key_slot_count": 1}

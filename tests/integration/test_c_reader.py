@@ -243,8 +243,8 @@ def _damaged() -> dict[str, tuple[bytes, str]]:
     payload[_section_offset(good, "keys") + 3] ^= 0x01
     cases["a flipped payload byte"] = (bytes(payload), "RSV_ELAYOUT")
     version = field_offset(HEADER_DTYPE, "version_major")
-    cases["layout version 2"] = (
-        resealed(lambda b: struct.pack_into("<H", b, version, 2)),
+    cases["layout version 1"] = (
+        resealed(lambda b: struct.pack_into("<H", b, version, 1)),
         "RSV_ELAYOUT",
     )
     count = field_offset(HEADER_DTYPE, "instrument_count")
@@ -278,6 +278,16 @@ def _damaged() -> dict[str, tuple[bytes, str]]:
     bad_feed = bytearray(good)
     struct.pack_into("<I", bad_feed, feeds, 0)
     cases["a feed with bucket_bits 0"] = (bytes(bad_feed), "RSV_ELAYOUT")
+    # Checksums intact: only the verify pass's comparison of the two fingerprint copies sees it.
+    pairs = next(
+        (e for n, e in header.sections.items() if n.startswith("tokens.") and e.dtype.kind == "u"),
+        None,
+    )
+    assert pairs is not None and pairs.count, "the vectors need an integer broker"
+    copy = bytearray(good)
+    copy[pairs.offset] ^= 0x01  # instrument 0's copy of its fingerprint
+    reseal_payload(copy)
+    cases["a broker's copy of a fingerprint that differs"] = (bytes(copy), "RSV_ELAYOUT")
     return cases
 
 

@@ -28,6 +28,7 @@ from resolverd.shm_layout import (
     HEADER_FIXED_SIZE,
     KIND_INT,
     KIND_STR,
+    NO_TOKEN,
     RECORD_DTYPE,
     SECTION_DTYPE,
     ControlState,
@@ -297,7 +298,10 @@ def documented_sections(h: Header, buf: bytes) -> list[tuple[str, list[str], str
             for j, broker in enumerate(brokers):
                 width = str(int(broker["token_width"]))
                 alternatives = [d.replace("{w}", width) for d in dtypes]
-                plain.append((name.replace("{j}", str(j)), alternatives, count))
+                per_item = "2" if int(broker["kind"]) == KIND_INT else "1"
+                plain.append(
+                    (name.replace("{j}", str(j)), alternatives, count.replace("kj", per_item))
+                )
         elif "{f}" in name:
             per_feed.append((name, dtypes, count))
         else:
@@ -357,7 +361,7 @@ def test_each_token_section_has_the_dtype_of_its_brokers_kind() -> None:
 
 def test_the_header_reads_back_what_went_into_the_compile() -> None:
     h = header()
-    assert (h.version_major, h.version_minor) == (1, 0)
+    assert (h.version_major, h.version_minor) == (2, 0)
     assert h.generation == GENERATION
     assert h.build_time_ns == BUILD_TIME_NS
     assert h.trade_date == (TRADE_DATE - dt.date(1970, 1, 1)).days
@@ -459,7 +463,7 @@ def test_bad_magic_is_refused() -> None:
     assert_refused(buf, "magic")
 
 
-@pytest.mark.parametrize("major", [0, 2, 0xFFFF])
+@pytest.mark.parametrize("major", [0, 1, 3, 0xFFFF])
 def test_an_unknown_major_version_is_refused(major: int) -> None:
     assert_refused(with_header(version_major=major), f"version {major}\\.0 is not supported")
 
@@ -633,7 +637,8 @@ def test_any_lying_offset_nbytes_or_count_is_refused_or_stays_in_bounds(
 def test_a_token_section_with_a_dtype_the_spec_does_not_give_is_refused(
     dtype: bytes, itemsize: int
 ) -> None:
-    buf = with_entry("tokens.0", dtype=dtype, nbytes=itemsize * len(INSTRUMENTS))
+    # tokens.0 is angel's, an integer broker's: 2n items.
+    buf = with_entry("tokens.0", dtype=dtype, nbytes=itemsize * 2 * len(INSTRUMENTS))
     assert_refused(buf, "'tokens.0'.*dtype")
 
 
@@ -753,6 +758,36 @@ def test_verify_refuses_any_index_past_its_table(
     values[data.draw(st.integers(0, len(values) - 1))] = data.draw(st.integers(limit, 2**32 - 1))
     reseal_payload(buf)
     assert_resolver_refuses(buf, match, verify=True)
+
+
+def test_an_integer_brokers_tokens_sit_beside_a_copy_of_the_fingerprints() -> None:
+    buf = bytearray(snapshot())
+    fingerprints = section_array(buf, "key.fingerprints")
+    resolver = Resolver(bytes(buf))
+    keys = section_array(buf, "keys").astype(str)
+    for j, broker in enumerate(section_array(buf, "brokers")):
+        if int(broker["kind"]) != KIND_INT:
+            continue
+        pairs = section_array(buf, f"tokens.{j}").reshape(-1, 2)
+        assert np.array_equal(pairs[:, 0], fingerprints)
+        name = broker["name"].decode()
+        listed = pairs[:, 1] != NO_TOKEN
+        assert listed.any()
+        got = [resolver.token(k, name) for k in keys[listed].tolist()]
+        assert got == pairs[listed, 1].tolist()
+
+
+def test_the_fast_path_checks_the_brokers_copy_and_verify_refuses_one_that_differs() -> None:
+    buf = bytearray(snapshot())
+    pairs = section_array(buf, "tokens.0").reshape(-1, 2)  # angel's, an integer broker
+    i = int(np.flatnonzero(pairs[:, 1] != NO_TOKEN)[0])
+    key = section_array(buf, "keys")[i].decode()
+    pairs[i, 0] ^= 1
+    reseal_payload(buf)
+    resolver = Resolver(bytes(buf))  # open does not compare the copies; the lookup does
+    assert resolver.get_token(key, "angel") is None
+    assert resolver.record(key).key == key  # key.fingerprints still finds the key
+    assert_resolver_refuses(buf, "'tokens.0': its fingerprints differ", verify=True)
 
 
 @pytest.mark.parametrize("field", ["exchange", "segment", "instrument_type", "name"])
