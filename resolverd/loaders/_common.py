@@ -38,14 +38,18 @@ from ..model import Instrument
 __all__ = [
     "CASH_EXCHANGES",
     "DERIVATIVE_EXCHANGES",
+    "FieldAt",
     "Loaded",
     "SourceWarning",
     "Warn",
+    "csv_field_at",
     "csv_rows",
     "decode_utf8",
     "fail",
     "header_indexes",
+    "json_key_at",
     "kite_segment",
+    "missing_field",
     "parse_date",
     "parse_number",
     "parse_uint",
@@ -138,9 +142,13 @@ def read_source(path: Path, source: str) -> bytes:
     return data
 
 
-def decode_utf8(data: bytes, source: str) -> str:
+FieldAt = Callable[[bytes, int], str | None]
+"""The name of the field that byte `position` of a source's `data` falls in, if it can tell."""
+
+
+def decode_utf8(data: bytes, source: str, *, field_at: FieldAt | None = None) -> str:
     """`data` as strict UTF-8 without a leading byte-order mark, or a `SourceError` that names
-    the row (line) of the first bad byte."""
+    the row (line) of the first bad byte and, where `field_at` tells it, its field."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -148,10 +156,44 @@ def decode_utf8(data: bytes, source: str) -> str:
         fail(
             source,
             row,
-            None,
+            None if field_at is None else field_at(data, exc.start),
             f"byte 0x{data[exc.start]:02x} at offset {exc.start} is not UTF-8 ({exc.reason})",
         )
     return text.removeprefix(_BOM)
+
+
+def csv_field_at(
+    data: bytes, position: int, columns: Sequence[str] = (), delimiter: str = ","
+) -> str | None:
+    """The name of the CSV column that byte `position` of `data` falls in, found by splitting
+    its line up to there; `columns` ``()`` takes the names from the first line. None in that
+    header line itself, or past the last column."""
+    start = data.rfind(b"\n", 0, position) + 1
+    if not columns:
+        if start == 0:
+            return None
+        header = data[: data.find(b"\n")].decode("utf-8", "replace").removeprefix(_BOM)
+        columns = next(csv.reader([header.rstrip("\r")], delimiter=delimiter), [])
+    before = data[start:position].decode("utf-8", "replace")
+    index = max(len(next(csv.reader([before], delimiter=delimiter), [])) - 1, 0)
+    return columns[index] if index < len(columns) else None
+
+
+# A JSON string value still open at the end of the text, and the key it belongs to.
+_OPEN_JSON_VALUE = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*"(?:[^"\\]|\\.)*\Z')
+
+
+def json_key_at(data: bytes, position: int) -> str | None:
+    """The key whose string value byte `position` of a JSON document falls in (None if it is
+    not inside a string value, as far as the 4 KiB before it tell)."""
+    before = data[max(0, position - 4096) : position].decode("utf-8", "replace")
+    found = _OPEN_JSON_VALUE.search(before)
+    return found[1] if found else None
+
+
+def missing_field(columns: Sequence[str], fields: Sequence[str]) -> str | None:
+    """The first column a row that is `fields` long lacks; None if it is not short."""
+    return columns[len(fields)] if len(fields) < len(columns) else None
 
 
 def csv_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, list[str]]]:

@@ -101,6 +101,7 @@ from ._common import (
     Loaded,
     Warn,
     fail,
+    json_key_at,
     kite_segment,
     parse_date,
     parse_number,
@@ -402,7 +403,7 @@ def _utf8(data: bytes, source: str) -> str:
         fail(
             source,
             _element_at(data, exc.start),
-            None,
+            json_key_at(data, exc.start),
             f"byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line}) is not UTF-8"
             f" ({exc.reason})",
         )

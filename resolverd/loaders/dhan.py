@@ -103,10 +103,12 @@ from ..model import BrokerToken, Instrument
 from ._common import (
     Loaded,
     Warn,
+    csv_field_at,
     csv_rows,
     decode_utf8,
     fail,
     header_indexes,
+    missing_field,
     parse_date,
     parse_number,
     parse_uint,
@@ -300,7 +302,12 @@ def parse_dhan_rows(
         if len(fields) != width:
             if not fields:
                 continue
-            raise SourceError(source, f"{len(fields)} fields, but the header has {width}", row=row)
+            raise SourceError(
+                source,
+                f"{len(fields)} fields, but the header has {width}",
+                row=row,
+                field=missing_field(names, fields),
+            )
         (
             exch_s,
             seg_s,
@@ -443,12 +450,12 @@ def read_dhan(path: str | os.PathLike[str], source: str | None = None) -> Loaded
     error messages and defaults to ``dhan=<file name>``.
 
     Raises `SourceMissingError` if the file cannot be read, and `SourceError` for a byte that is
-    not UTF-8 (naming its row) or any bad row (see `parse_dhan_rows`).
+    not UTF-8 (naming its row and column) or any bad row (see `parse_dhan_rows`).
     """
     path = Path(path)
     if source is None:
         source = f"dhan={path.name}"
-    text = decode_utf8(read_source(path, source), source)
+    text = decode_utf8(read_source(path, source), source, field_at=csv_field_at)
     loaded = Loaded(source)
     for row, instrument in parse_dhan_rows(io.StringIO(text, newline=""), source, loaded.warn):
         loaded.add(row, instrument)

@@ -113,6 +113,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import itertools
 import os
@@ -126,9 +127,11 @@ from ..model import EPOCH, BrokerToken, Instrument
 from ._common import (
     Loaded,
     Warn,
+    csv_field_at,
     decode_utf8,
     fail,
     kite_segment,
+    missing_field,
     parse_number,
     parse_uint,
     read_source,
@@ -536,12 +539,14 @@ def read_fyers(path: str | os.PathLike[str], source: str | None = None) -> Loade
     error messages and defaults to ``fyers=<file name>``.
 
     Raises `SourceMissingError` if the file does not exist or cannot be read, and `SourceError`
-    for a byte that is not UTF-8 (naming its row) or any bad row (see the module docstring).
+    for a byte that is not UTF-8 (naming its row and column) or any bad row (see the module
+    docstring).
     """
     path = Path(path)
     if source is None:
         source = f"fyers={path.name}"
-    text = decode_utf8(read_source(path, source), source)
+    named = functools.partial(csv_field_at, columns=FIELDS)
+    text = decode_utf8(read_source(path, source), source, field_at=named)
     loaded = Loaded(source)
     for row, instrument in parse_fyers_rows(text, source, loaded.warn):
         loaded.add(row, instrument)
@@ -550,9 +555,10 @@ def read_fyers(path: str | os.PathLike[str], source: str | None = None) -> Loade
 
 def _wrong_width(fields: list[str], source: str, row: int) -> NoReturn:
     hint = " (is the file cut off?)" if len(fields) < WIDTH else ""
+    field = missing_field(FIELDS, fields)
     if len(fields) < WIDTH and fields[0].isalpha():
-        hint = " (a header row? Fyers' masters have none)"
-    fail(source, row, None, f"{len(fields)} fields, but a Fyers master row has {WIDTH}{hint}")
+        hint, field = " (a header row? Fyers' masters have none)", None
+    fail(source, row, field, f"{len(fields)} fields, but a Fyers master row has {WIDTH}{hint}")
 
 
 def _unknown_kind(exchange_s: str, segment_s: str, type_s: str, source: str, row: int) -> _Kind:

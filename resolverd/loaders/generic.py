@@ -60,8 +60,8 @@ element of the array is row 1; in JSON Lines row N is line N. Every refusal is a
 with the source label, the row and the source's own name for the field
 (``desk=desk.csv: row 7, field strike_paise: 'abc' is not a plain decimal number``). msgspec
 reads a JSON array whole: a value of the wrong type still names its element (``$[1234].tok`` is
-row 1235, field ``tok``), but a syntax error or a byte that is not UTF-8 names its line, and an
-array cut off names no place at all.
+row 1235, field ``tok``), but a syntax error or a byte that is not UTF-8 names its line (the
+latter with the key of the string it is in), and an array cut off names no place at all.
 
 Fields, one row to one `Instrument`
 -----------------------------------
@@ -104,6 +104,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import math
 import os
@@ -126,12 +127,16 @@ from ..shm_layout import NO_TOKEN
 from ._common import (
     CASH_EXCHANGES,
     DERIVATIVE_EXCHANGES,
+    FieldAt,
     Loaded,
     Warn,
+    csv_field_at,
     decode_utf8,
     fail,
     header_indexes,
+    json_key_at,
     kite_segment,
+    missing_field,
     parse_number,
     parse_uint,
     read_source,
@@ -463,19 +468,24 @@ def read_generic(
     error messages and defaults to ``<mapping name>=<file name>``.
 
     Raises `SourceMissingError` if the file cannot be read, and `SourceError` for a byte that
-    is not UTF-8 (naming its row, or for a JSON array its line) or any bad row.
+    is not UTF-8 (naming its row, or for a JSON array its line, and its column or the
+    key of the string it is in) or any bad row.
     """
     path = Path(path)
     if source is None:
         source = f"{mapping.name}={path.name}"
     data = read_source(path, source)
+    if mapping.format == "csv":
+        field_at: FieldAt = functools.partial(csv_field_at, delimiter=mapping.delimiter)
+    else:
+        field_at = json_key_at
     try:
-        text = decode_utf8(data, source)
+        text = decode_utf8(data, source, field_at=field_at)
     except SourceError as exc:
         if mapping.format != "json":
             raise
         # decode_utf8 counts lines, and a JSON array's rows are its elements, not its lines.
-        raise SourceError(source, f"{exc.detail} (line {exc.row})") from None
+        raise SourceError(source, f"{exc.detail} (line {exc.row})", field=exc.field) from None
     loaded = Loaded(source)
     for row, instrument in parse_generic_rows(text, mapping, source, loaded.warn):
         loaded.add(row, instrument)
@@ -526,19 +536,21 @@ def _csv_records(text: str, delimiter: str, plan: _Plan, source: str) -> tuple[_
     width = len(header)
     indexes = header_indexes(header, plan.columns, source)
     layout = plan.layout(dict(zip(plan.columns, indexes, strict=True)), width)
-    return layout, _csv_rows(reader, width, layout.defaults, source)
+    return layout, _csv_rows(reader, header, layout.defaults, source)
 
 
 def _csv_rows(
-    reader: Iterator[list[Any]], width: int, defaults: list[object], source: str
+    reader: Iterator[list[Any]], header: list[str], defaults: list[object], source: str
 ) -> _Records:
+    width = len(header)
     row = 1
     try:
         for row, fields in enumerate(reader, 2):
             if len(fields) != width:
                 if not fields:
                     continue
-                fail(source, row, None, f"{len(fields)} fields, but the header has {width}")
+                field = missing_field(header, fields)
+                fail(source, row, field, f"{len(fields)} fields, but the header has {width}")
             fields.append(row)
             fields += defaults
             yield fields

@@ -47,10 +47,12 @@ from ..errors import SourceError
 from ..model import BrokerToken, Instrument
 from ._common import (
     Loaded,
+    csv_field_at,
     csv_rows,
     decode_utf8,
     fail,
     header_indexes,
+    missing_field,
     parse_number,
     parse_uint,
     read_source,
@@ -132,7 +134,12 @@ def parse_kite_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, In
         if len(fields) != width:
             if not fields:
                 continue
-            raise SourceError(source, f"{len(fields)} fields, but the header has {width}", row=row)
+            raise SourceError(
+                source,
+                f"{len(fields)} fields, but the header has {width}",
+                row=row,
+                field=missing_field(header, fields),
+            )
         (
             token_s,
             xtoken_s,
@@ -224,12 +231,12 @@ def read_kite(path: str | os.PathLike[str], source: str | None = None) -> Loaded
     error messages and defaults to ``kite=<file name>``.
 
     Raises `SourceMissingError` if the file does not exist or cannot be read, and `SourceError`
-    for a byte that is not UTF-8 (naming its row) or any bad row (see `parse_kite`).
+    for a byte that is not UTF-8 (naming its row and column) or any bad row (see `parse_kite`).
     """
     path = Path(path)
     if source is None:
         source = f"kite={path.name}"
-    text = decode_utf8(read_source(path, source), source)
+    text = decode_utf8(read_source(path, source), source, field_at=csv_field_at)
     loaded = Loaded(source)
     for row, instrument in parse_kite_rows(io.StringIO(text, newline=""), source):
         loaded.add(row, instrument)

@@ -131,6 +131,7 @@ from ._common import (
     Warn,
     decode_utf8,
     fail,
+    json_key_at,
     kite_segment,
     parse_uint,
     read_source,
@@ -475,6 +476,7 @@ def _decode_utf8(data: bytes, source: str) -> str:
             source,
             f"byte 0x{data[offset]:02x} at {where} is not UTF-8 ({reason})",
             row=_element_row(data, offset),
+            field=json_key_at(data, offset),
         ) from exc
 
 

@@ -218,7 +218,7 @@ def kite_cases() -> list[Case]:
             "non-utf8-byte",
             KITE,
             GOOD.replace("AARTI INDUSTRIES.", "AARTI \xe9").encode("latin-1"),
-            f"{K}: row {BSE_AARTI_ROW}: ",
+            f"{K}: row {BSE_AARTI_ROW}, field name: ",
             "byte 0xe9 at offset",
         ),
         Case(
@@ -247,7 +247,7 @@ def kite_cases() -> list[Case]:
             "cut-off-mid-row",
             KITE,
             GOOD[: GOOD.index("NIFTY24APR22500CE") + 5],
-            f"{K}: row {NIFTY_CALL_ROW}: ",
+            f"{K}: row {NIFTY_CALL_ROW}, field name: ",
             "3 fields, but the header has 12",
         ),
         Case(
@@ -318,7 +318,7 @@ def other_cases() -> list[Case]:
             "cut-off-mid-row",
             FYERS,
             FYERS.good[:-40],
-            f"{FYERS.label}: row 30: ",
+            f"{FYERS.label}: row 30, field Scrip code: ",
             "(is the file cut off?)",
         ),
         Case(
@@ -381,7 +381,7 @@ def other_cases() -> list[Case]:
             replaced(DHAN, "NIFTY 25 APR 22500 CALL", "NIFTY 25 APR 22500 CALL \xe9").encode(
                 "latin-1"
             ),
-            f"{DHAN.label}: row 13: ",
+            f"{DHAN.label}: row 13, field SEM_CUSTOM_SYMBOL: ",
             "byte 0xe9 at offset",
         ),
     ]

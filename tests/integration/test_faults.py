@@ -516,7 +516,7 @@ class Sampler:
 @pytest.mark.parametrize(
     ("cut", "reason", "refusal"),
     [
-        ("mid-row", "source", "row 102: 1 fields, but the header has 12"),
+        ("mid-row", "source", "row 102, field exchange_token: 1 fields, but the header has 12"),
         ("row boundary", "gate", "broker kite: 100 instruments against 200"),
     ],
     ids=["cut-mid-row", "cut-at-a-row-boundary"],

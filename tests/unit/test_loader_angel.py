@@ -587,14 +587,14 @@ def test_non_utf8_byte_names_its_element_not_its_line(tmp_path: Path) -> None:
     path.write_bytes(text.encode("latin-1"))
     with pytest.raises(SourceError) as caught:
         load_angel(path)
-    assert (caught.value.source, caught.value.row, caught.value.field) == (SOURCE, 2, None)
+    assert (caught.value.source, caught.value.row, caught.value.field) == (SOURCE, 2, "name")
     assert "byte 0xe9" in caught.value.detail
     assert "(line 1)" in caught.value.detail
 
 
 def test_non_utf8_byte_in_an_ignored_key_is_refused_too() -> None:
     text = master(CASH, OPTION | {"freeze_qty": "\u00e9"}).encode("latin-1")
-    assert_source_error(text, 2, None, "is not UTF-8")
+    assert_source_error(text, 2, "freeze_qty", "is not UTF-8")
 
 
 def test_byte_order_mark_and_crlf_line_ends_are_tolerated(tmp_path: Path) -> None:

@@ -446,7 +446,8 @@ def test_bad_field_is_a_source_error_naming_row_and_column(
 
 def test_row_with_a_missing_or_extra_field_names_the_row() -> None:
     assert_source_error(csv_text(ROWS[0], ROWS[1] + ",extra"), 3, None, "17 fields")
-    assert_source_error(csv_text(ROWS[0], ROWS[1].rsplit(",", 1)[0]), 3, None, "15 fields")
+    short = csv_text(ROWS[0], ROWS[1].rsplit(",", 1)[0])
+    assert_source_error(short, 3, "SM_SYMBOL_NAME", "15 fields")
 
 
 def test_header_missing_a_column_names_it() -> None:
@@ -513,7 +514,11 @@ def test_non_utf8_byte_names_its_row(tmp_path: Path) -> None:
     path.write_bytes(csv_text(*ROWS).replace("HDFC Bank", "HDFC \xe9").encode("latin-1"))
     with pytest.raises(SourceError) as caught:
         load_dhan(path)
-    assert (caught.value.source, caught.value.row) == (SOURCE, 2)
+    assert (caught.value.source, caught.value.row, caught.value.field) == (
+        SOURCE,
+        2,
+        "SEM_CUSTOM_SYMBOL",
+    )
     assert "0xe9" in str(caught.value)
 
 
@@ -521,7 +526,9 @@ def test_file_cut_off_mid_row_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "api-scrip-master.csv"
     text = COMPACT.read_text(encoding="utf-8")
     path.write_text(text[: text.index("NIFTY 10 APR")], encoding="utf-8")
-    with pytest.raises(SourceError, match=r"^dhan=api-scrip-master\.csv: row 16: 8 fields"):
+    with pytest.raises(
+        SourceError, match=r"^dhan=api-scrip-master\.csv: row 16, field SEM_EXPIRY_DATE: 8 fields"
+    ):
         load_dhan(path)
 
 

@@ -491,12 +491,14 @@ def test_fytoken_must_follow_the_expiry_field() -> None:
 
 def test_row_with_a_missing_or_extra_field_names_the_row() -> None:
     short = LINES[NIFTY_CALL - 1].rsplit(",", 1)[0]
-    assert_source_error(text_of(LINES[0], short), 2, None, "20 fields, but a Fyers master row")
+    assert_source_error(
+        text_of(LINES[0], short), 2, "Reserved 3", "20 fields, but a Fyers master row"
+    )
     assert_source_error(text_of(LINES[0], LINES[1] + ",x"), 2, None, "22 fields")
 
 
 def test_file_cut_off_in_the_middle_of_a_row_is_refused_on_that_row() -> None:
-    assert_source_error(TEXT[:-40], 30, None, "(is the file cut off?)")
+    assert_source_error(TEXT[:-40], 30, "Scrip code", "(is the file cut off?)")
 
 
 def test_header_row_is_refused_with_a_hint() -> None:
@@ -526,6 +528,7 @@ def test_non_utf8_byte_names_its_row(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as caught:
         load_fyers(path)
     assert (caught.value.source, caught.value.row) == (SOURCE, SHYAMCENT)
+    assert caught.value.field == "Symbol details"  # Fyers' own name for field 2
     assert "0xc2" in str(caught.value)
 
 

@@ -576,20 +576,20 @@ def test_unparseable_jsonl_line_names_its_row() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "mapping", "text", "row"),
+    ("name", "mapping", "text", "row", "field"),
     [
-        ("desk.csv", DESK, DESK_CSV.replace("INFOSYS,,", "INFOSYS \xe9,,"), 3),
-        ("oms.jsonl", OMS, OMS_JSONL.replace('"INFOSYS"', '"INFOSYS \xe9"'), 2),
+        ("desk.csv", DESK, DESK_CSV.replace("INFOSYS,,", "INFOSYS \xe9,,"), 3, "underlying"),
+        ("oms.jsonl", OMS, OMS_JSONL.replace('"INFOSYS"', '"INFOSYS \xe9"'), 2, "name"),
     ],
 )
-def test_non_utf8_byte_names_its_row(
-    tmp_path: Path, name: str, mapping: Mapping, text: str, row: int
+def test_non_utf8_byte_names_its_row_and_field(
+    tmp_path: Path, name: str, mapping: Mapping, text: str, row: int, field: str
 ) -> None:
     path = tmp_path / name
     path.write_bytes(text.encode("latin-1"))
     with pytest.raises(SourceError) as caught:
         read_generic(path, mapping)
-    assert caught.value.row == row
+    assert (caught.value.row, caught.value.field) == (row, field)
     assert "0xe9" in str(caught.value)
 
 
@@ -599,7 +599,7 @@ def test_non_utf8_byte_in_a_json_array_names_its_line(tmp_path: Path) -> None:
     path.write_bytes(text.encode("latin-1"))
     with pytest.raises(SourceError) as caught:
         read_generic(path, OMS_ARRAY)
-    assert caught.value.row is None
+    assert (caught.value.row, caught.value.field) == (None, "name")
     assert "0xe9" in caught.value.detail
     assert caught.value.detail.endswith("(line 3)")
 

@@ -252,7 +252,8 @@ def test_identity_takes_any_segment_byte_without_a_table() -> None:
 
 def test_wrong_number_of_fields_names_the_row() -> None:
     assert_source_error(csv_text(ROWS[0], ROWS[1] + ",extra"), 3, None, "13 fields")
-    assert_source_error(csv_text(ROWS[0], ROWS[1].rsplit(",", 1)[0]), 3, None, "11 fields")
+    short = csv_text(ROWS[0], ROWS[1].rsplit(",", 1)[0])
+    assert_source_error(short, 3, "exchange", "11 fields")  # the column it lacks
 
 
 def test_missing_header_is_reported_on_row_1() -> None:
@@ -301,7 +302,7 @@ def test_non_utf8_byte_names_its_row(tmp_path: Path) -> None:
         load_kite(path)
     assert (caught.value.source, caught.value.row) == (SOURCE, 4)
     assert "0xe9" in str(caught.value)
-    assert str(caught.value).startswith("kite=instruments.csv: row 4: ")
+    assert str(caught.value).startswith("kite=instruments.csv: row 4, field name: ")
 
 
 def test_missing_file_is_source_missing(tmp_path: Path) -> None:

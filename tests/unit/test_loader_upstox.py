@@ -593,14 +593,14 @@ def test_non_utf8_byte_names_its_row_on_a_one_line_master(tmp_path: Path) -> Non
         load_upstox(path)
     assert (caught.value.source, caught.value.row) == (SOURCE, BSE_AARTI)
     assert "byte 0xe9 at line 1, byte offset" in caught.value.detail
-    assert str(caught.value).startswith("upstox=complete.json: row 7: byte 0xe9")
+    assert str(caught.value).startswith("upstox=complete.json: row 7, field name: byte 0xe9")
 
 
 def test_non_utf8_byte_in_a_key_the_loader_ignores_is_refused_too() -> None:
     items = objects()
     items[0]["short_name"] = "\xe9"
     data = dump(items).encode("utf-8").replace(b"\xc3\xa9", b"\xff")
-    assert_source_error(data, 1, None, "byte 0xff at line 1")
+    assert_source_error(data, 1, "short_name", "byte 0xff at line 1")
 
 
 def test_missing_file_is_source_missing(tmp_path: Path) -> None:

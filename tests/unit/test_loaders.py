@@ -12,7 +12,9 @@ import pytest
 from resolverd.errors import ConfigError, SourceError, SourceMissingError
 from resolverd.loaders import FORMATS, load_source
 from resolverd.loaders._common import (
+    csv_field_at,
     decode_utf8,
+    json_key_at,
     kite_segment,
     parse_date,
     parse_number,
@@ -106,6 +108,38 @@ def test_non_utf8_byte_names_its_line() -> None:
         decode_utf8(b"a,b\nc,d\ne,\xff\n", SOURCE)
     assert caught.value.row == 3
     assert "byte 0xff at offset 10 is not UTF-8" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (b"a,b,c\n1,2,\xff\n", "c"),
+        (b'a,b,c\n1,"x,\xff",3\n', "b"),  # a quoted delimiter does not start a field
+        (b"a,b,c\n\xff,2,3\n", "a"),
+        (b"a,b\n1,2,\xff\n", None),  # past the header's last column
+        (b"a,\xff,c\n1,2,3\n", None),  # in the header itself
+    ],
+)
+def test_non_utf8_byte_in_a_csv_names_its_column(data: bytes, field: str | None) -> None:
+    with pytest.raises(SourceError) as caught:
+        decode_utf8(data, SOURCE, field_at=csv_field_at)
+    assert (caught.value.row, caught.value.field) == (
+        data.count(b"\n", 0, data.index(b"\xff")) + 1,
+        field,
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        (b'[{"token": "1", "name": "A\xffB"}]', "name"),
+        (b'[{"note": "say \\"hi\\"", "name": "\\"A\xff"}]', "name"),  # escaped quotes
+        (b'[{"na\xffme": "AB"}]', None),  # in a key, not a value
+        (b'[{"lot": 1\xff}]', None),  # outside any string
+    ],
+)
+def test_json_key_at_names_the_key_of_the_string_a_byte_is_in(data: bytes, key: str | None) -> None:
+    assert json_key_at(data, data.index(b"\xff")) == key
 
 
 def test_bom_is_dropped() -> None:
