@@ -157,7 +157,9 @@ class RegistryService:
         if isinstance(result, Built) and not result.unchanged:
             previous = publisher.generation
             try:
-                published = publisher.publish_file(Path(job.out))
+                # Reading and hashing a large snapshot takes a while: off the event loop.
+                header = await asyncio.to_thread(publisher.check_file, Path(job.out))
+                published = publisher.publish_checked(Path(job.out), header)
             except (LayoutError, OSError) as exc:
                 result = failed(exc, "publishing: ")
             else:

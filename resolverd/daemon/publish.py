@@ -308,9 +308,28 @@ class Publisher:
         """Verify a complete snapshot file written at `temporary_path(generation)`, rename it
         to its published name and make it current. On any error the file is removed and the
         current generation stays current."""
-        assert self._control is not None, "adopt() first"
+        return self.publish_checked(temporary, self.check_file(temporary))
+
+    def check_file(self, temporary: Path) -> Header:
+        """`publish_file`'s slow half, which touches nothing but the file: read it whole and
+        verify its checksums and generation (removed if it fails). A daemon runs it in a thread,
+        so its event loop keeps serving while a large snapshot is read and hashed; nothing else
+        may publish in between."""
         try:
-            header = _checked_file(temporary, self._next)
+            return _checked_file(temporary, self._next)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+    def publish_checked(self, temporary: Path, header: Header) -> Published:
+        """`publish_file`'s other half: rename the file `check_file` passed as `header` to its
+        published name and make it current. On any error the file is removed and the current
+        generation stays current."""
+        assert self._control is not None, "adopt() first"
+        if header.generation != self._next:
+            temporary.unlink(missing_ok=True)
+            raise LayoutError(f"generation {header.generation} is not the next, {self._next}")
+        try:
             os.chmod(temporary, self.mode)
             if self.gid is not None:
                 os.chown(temporary, -1, self.gid)

@@ -191,6 +191,44 @@ def test_a_snapshot_stamped_with_another_generation_is_refused(publisher: Publis
     assert publisher.generation == 0
 
 
+def test_checking_a_file_publishes_nothing_until_the_checked_file_is_published(
+    publisher: Publisher,
+) -> None:
+    publisher.publish(snapshot(1))
+    path = _written(publisher, snapshot(2))
+    header = publisher.check_file(path)  # what the daemon runs in a thread
+    assert header.generation == 2
+    assert read_control(control(publisher.directory)).generation == 1
+    assert publisher.generation == 1
+    published = publisher.publish_checked(path, header)
+    assert published.generation == 2 == read_control(control(publisher.directory)).generation
+
+
+def test_a_check_that_fails_removes_the_file_and_changes_nothing(publisher: Publisher) -> None:
+    publisher.publish(snapshot(1))
+    bad = snapshot(2)
+    bad[-1] ^= 0xFF
+    path = _written(publisher, bad)
+    with pytest.raises(LayoutError, match="checksum"):
+        publisher.check_file(path)
+    assert not path.exists()
+    assert read_control(control(publisher.directory)).generation == 1
+
+
+def test_a_checked_header_that_is_no_longer_the_next_generation_is_refused(
+    publisher: Publisher,
+) -> None:
+    path = publisher.directory / ".checked.tmp"
+    path.write_bytes(snapshot(1))
+    header = publisher.check_file(path)
+    publisher.publish(snapshot(1))  # something else published generation 1 meanwhile
+    assert path.exists()
+    with pytest.raises(LayoutError, match="generation 1 is not the next, 2"):
+        publisher.publish_checked(path, header)
+    assert not path.exists()
+    assert publisher.generation == 1
+
+
 def test_a_stop_leaves_the_control_file_and_the_current_generation(
     publisher: Publisher,
 ) -> None:
