@@ -38,7 +38,8 @@
  * 2. A bad file is never trusted: rsv_open validates the header and section table against the
  *    mapped size as the Python reader does (magic, version, sizes, offsets, alignment, each
  *    section's dtype and count, the header checksum, every feed record), and with RSV_VERIFY
- *    also the payload checksum and every stored index. The lookups bound-check the ordinals
+ *    also the payload checksum, every stored index, every date and every string's UTF-8, and
+ *    that each integer broker's copy of the fingerprints is the key's. The lookups bound-check the ordinals
  *    they read from the file, so even a snapshot with a damaged payload opened without
  *    RSV_VERIFY gives wrong answers at worst, never a read outside the mapping.
  * 3. A published snapshot file is never written, truncated or resized (see shm_layout), which
@@ -167,6 +168,9 @@ extern "C" {
 #define RSV_PILOT_MULTIPLIER 0xBF58476D1CE4E5B9ull
 #define RSV_PILOT_INCREMENT 0x94D049BB133111EBull
 #define RSV_RECORD_SIZE 64u
+/* Dates are days since 1970-01-01 between 0001-01-01 and 9999-12-31 (shm_layout, General). */
+#define RSV__FIRST_DAY (-719162)
+#define RSV__LAST_DAY 2932896
 #define RSV_BROKER_SIZE 48u
 #define RSV_FEED_SIZE 80u
 #define RSV_CONTROL_MAGIC "RSLVCTRL"
@@ -545,6 +549,41 @@ RSV__INLINE void rsv_close(rsv_snapshot *snap) {
     free(snap);
 }
 
+/* Whether bytes [p, p + len) are UTF-8 as Python's strict codec reads it: no overlong forms,
+ * no surrogates, nothing past U+10FFFF. NUL padding is ASCII, so a padded row is checked whole. */
+RSV__INLINE int rsv__utf8(const unsigned char *p, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        if (c < 0x80) { i++; continue; }
+        size_t need;
+        unsigned char low = 0x80, high = 0xBF; /* the range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF) need = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0) low = 0xA0;       /* overlong */
+            else if (c == 0xED) high = 0x9F; /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0) low = 0x90;       /* overlong */
+            else if (c == 0xF4) high = 0x8F; /* past U+10FFFF */
+        } else return 0;
+        if (len - i <= need) return 0;
+        if (p[i + 1] < low || p[i + 1] > high) return 0;
+        for (size_t k = 2; k <= need; k++)
+            if ((p[i + k] & 0xC0) != 0x80) return 0;
+        i += need + 1;
+    }
+    return 1;
+}
+
+/* Whether each of `count` NUL-padded rows of `width` bytes is UTF-8 by itself. */
+RSV__INLINE int rsv__utf8_rows(const char *rows, uint64_t count, size_t width) {
+    for (uint64_t i = 0; i < count; i++)
+        if (!rsv__utf8((const unsigned char *)rows + i * width, width)) return 0;
+    return 1;
+}
+
 /* The O(n) index checks of the Python reader's verify=True (Resolver._verify_indexes). */
 RSV__INLINE int rsv__verify_indexes(const rsv_snapshot *snap, const uint32_t *offsets,
                                     uint64_t string_count, char *err, size_t errlen) {
@@ -561,9 +600,25 @@ RSV__INLINE int rsv__verify_indexes(const rsv_snapshot *snap, const uint32_t *of
                 return rsv__fail(err, errlen,
                                  "section 'records': field %s holds a string index out of range",
                                  fields[k]);
+    for (uint64_t i = 0; i < snap->n; i++) {
+        const unsigned char *record = snap->records + i * RSV_RECORD_SIZE;
+        int32_t expiry = (int32_t)rsv__u32(record + 24);
+        if (expiry < RSV__FIRST_DAY || expiry > RSV__LAST_DAY)
+            return rsv__fail(err, errlen, "section 'records': field expiry holds a day that is "
+                             "not a date");
+        if (!rsv__utf8(record + 48, 12))
+            return rsv__fail(err, errlen, "section 'records': field isin: a string is not UTF-8");
+    }
+    if (!rsv__utf8_rows(snap->keys, snap->n, snap->key_width))
+        return rsv__fail(err, errlen, "section 'keys': a string is not UTF-8");
     for (uint32_t j = 0; j < snap->broker_count; j++) {
         const rsv_broker *b = &snap->brokers[j];
-        if (b->kind != RSV_KIND_INT) continue;
+        if (b->kind != RSV_KIND_INT) {
+            if (!rsv__utf8_rows(b->str_tokens, snap->n, b->token_width))
+                return rsv__fail(err, errlen, "section 'tokens.%u': a string is not UTF-8",
+                                 (unsigned)j);
+            continue;
+        }
         for (uint64_t i = 0; i < snap->n; i++)
             if (b->int_pairs[2 * i] != snap->fingerprints[i])
                 return rsv__fail(err, errlen, "section 'tokens.%u': its fingerprints differ "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -302,6 +303,78 @@ def test_a_damaged_snapshot_is_refused_with_a_status_and_a_message(
         assert result.stdout.startswith(f"open {status} {path}: "), (name, result.stdout)
         with pytest.raises(LayoutError):  # the Python reader refuses it too
             Resolver.open(path, verify=True).close()
+
+
+def _payload_damaged(edit: Callable[[bytearray, Any], None]) -> bytes:
+    """The vector snapshot with `edit(buffer, header)` applied to its payload, both checksums
+    resealed: only the verify pass's own checks can find what is wrong."""
+    good = (VECTORS / "vectors.snap").read_bytes()
+    copy = bytearray(good)
+    edit(copy, read_header(good))
+    reseal_payload(copy)
+    return bytes(copy)
+
+
+def _str_tokens(header: Any) -> Any:
+    return next(
+        e for n, e in header.sections.items() if n.startswith("tokens.") and e.dtype.kind == "S"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda b, h: struct.pack_into("<i", b, h.sections["records"].offset + 24, 2932897),
+            "section 'records': field expiry holds a day that is not a date",
+        ),
+        (
+            lambda b, h: struct.pack_into("<i", b, h.sections["records"].offset + 24, -719163),
+            "section 'records': field expiry holds a day that is not a date",
+        ),
+        (
+            lambda b, h: b.__setitem__(h.sections["keys"].offset, 0xFF),
+            "section 'keys': a string is not UTF-8",
+        ),
+        (  # a surrogate, which Python's strict codec refuses too
+            lambda b, h: b.__setitem__(
+                slice(h.sections["keys"].offset, h.sections["keys"].offset + 3), b"\xed\xa0\x80"
+            ),
+            "section 'keys': a string is not UTF-8",
+        ),
+        (
+            lambda b, h: b.__setitem__(h.sections["records"].offset + 48, 0xC3),
+            "section 'records': field isin: a string is not UTF-8",
+        ),
+        (
+            lambda b, h: b.__setitem__(_str_tokens(h).offset, 0x80),
+            "a string is not UTF-8",
+        ),
+    ],
+    ids=[
+        "expiry-after-9999",
+        "expiry-before-0001",
+        "key-0xff",
+        "key-surrogate",
+        "isin",
+        "str-token",
+    ],
+)
+def test_verify_refuses_dates_and_strings_the_python_reader_refuses(
+    programs: dict[str, Path],
+    tmp_path: Path,
+    edit: Callable[[bytearray, Any], None],
+    message: str,
+) -> None:
+    path = tmp_path / "damaged.snap"
+    path.write_bytes(_payload_damaged(edit))
+    result = run_c(programs["conformance"], path, [], "--verify")
+    assert result.returncode == 3, (result.returncode, result.stdout, result.stderr)
+    assert result.stdout.startswith(f"open RSV_ELAYOUT {path}: "), result.stdout
+    assert message in result.stdout
+    with pytest.raises(LayoutError, match=re.escape(message.split(": ")[-1])):
+        Resolver.open(path, verify=True).close()
+    Resolver.open(path).close()  # the O(1) open does not look at them
 
 
 def test_a_missing_file_and_a_directory_are_refused(
