@@ -201,6 +201,7 @@ def _lookups(results: Results, universe: Universe, path: Path, log: Log) -> None
             f"{overhead.p50:.1f} ns (p99 {overhead.p99:.1f}) here, for every contender alike."
         )
         _hot(results, universe, resolvers, by_key, lmdb_peer, log)
+        _hot_reverse(results, universe, resolvers, log)
         _random(results, universe, resolvers, by_key, lmdb_peer, log)
         _batch_tokens(results, universe, resolvers["fingerprint"], by_key, lmdb_peer, log)
         _batch_keys(results, universe, resolvers["fingerprint"], log)
@@ -267,6 +268,40 @@ def _hot(
         [universe.keys[i] for i in shuffled(len(universe.keys), seed=4)[:100_000].tolist()],
     )
     log("  " + ", ".join(f"{name} {t.p50:.0f} ns" for name, t in measured.items()))
+
+
+def _hot_reverse(
+    results: Results, universe: Universe, resolvers: dict[str, Resolver], log: Log
+) -> None:
+    """key() on one hot token, without and with the per-process cache, beside a dict."""
+    key, token = _hot_key(universe)
+    by_token = {int(t): k for k, t in zip(universe.keys, universe.tokens.tolist(), strict=True)}
+    for mode in ("fingerprint", "cache"):
+        assert resolvers[mode].key(token, FEED) == key
+    assert by_token[token] == key
+    batches = HOT_BATCHES // ROUNDS
+
+    def hot(r: Resolver) -> Callable[[int], timing.Timing]:
+        return lambda _: timing.hot(r.key, token, FEED, batches=batches)
+
+    measured = timing.interleaved(
+        {
+            "fingerprint": hot(resolvers["fingerprint"]),
+            "cache": hot(resolvers["cache"]),
+            "dict": lambda _: timing.hot_subscript(by_token, token, batches=batches),
+        },
+        ROUNDS,
+    )
+    for mode, option in (("fingerprint", ""), ("cache", ", cache=True")):
+        results.rows.append(
+            _timed_row(
+                f"key() hot token{option}",
+                measured[mode],
+                {"dict": measured["dict"]},
+                ratio_to=("dict",),
+            )
+        )
+    log("  reverse: " + ", ".join(f"{name} {t.p50:.0f} ns" for name, t in measured.items()))
 
 
 def _random(

@@ -184,6 +184,10 @@ class Resolver:
     - ``key(token, feed)``: the key a feed's token stands for; KeyError if none.
     - ``get_key(token, feed, default=None)``.
 
+    With ``cache=True`` all four keep the answers they found (up to `cache_limit` per broker or
+    feed) in dicts of this resolver's own, so a hot key or tick token costs a dict lookup; a
+    new generation starts with empty ones.
+
     An unknown broker or feed name raises UnknownNameError, never KeyError. Bind
     ``token = resolver.token`` only for as long as the resolver is open. A resolver that
     follows a registry keeps a bound lookup correct across swaps, but a lookup bound to an
@@ -458,19 +462,24 @@ class Resolver:
             else:
                 token = _hot.bind(_hot.token, **tables)
                 get_token = _hot.bind(_hot.get_token, **tables)
-        if cache:
-            token, get_token = _cached(token, get_token, columns, cache_limit)
-        if follow is None:
+        if follow is None or cache:
             key = _hot.bind(_hot.key, **reverse)
             get_key = _hot.bind(_hot.get_key, **reverse)
         else:
             key = _hot.bind(_hot.followed_key, **follow, **reverse)
             get_key = _hot.bind(_hot.followed_get_key, **follow, **reverse)
+        if cache:
+            token, get_token = _cached(token, get_token, columns, cache_limit, "broker")
+            key, get_key = _cached(key, get_key, feeds, cache_limit, "feed")
+        if follow is not None:
             if not fast:
                 token = _hot.bind(_hot.followed, inner=token, attribute="token", **follow)
                 get_token = _hot.bind(
                     _hot.followed, inner=get_token, attribute="get_token", **follow
                 )
+            if cache:
+                key = _hot.bind(_hot.followed, inner=key, attribute="key", **follow)
+                get_key = _hot.bind(_hot.followed, inner=get_key, attribute="get_key", **follow)
             # Where a following resolver's checks keep the sequence they compare with.
             self._follow_namespaces = [f.__globals__ for f in (token, get_token, key, get_key)]
 
@@ -714,42 +723,47 @@ class Resolver:
 
 
 def _cached(
-    token: Callable[[str, str], int | str],
-    get_token: Callable[..., Any],
-    columns: dict[str, Any],
+    lookup: Callable[[Any, str], Any],
+    get_lookup: Callable[..., Any],
+    names: dict[str, Any],
     limit: int,
-) -> tuple[Callable[[str, str], int | str], Callable[..., Any]]:
-    """Wrap the lookups with a per-process dict of hot keys. A snapshot never changes, so the
-    cache lives and dies with the resolver (and therefore with the generation)."""
-    caches: dict[str, dict[str, Any]] = {broker: {} for broker in columns}
+    kind: str,
+) -> tuple[Callable[[Any, str], Any], Callable[..., Any]]:
+    """Wrap a pair of lookups (`token`/`get_token` by broker, or `key`/`get_key` by feed) with
+    a per-process dict of hot arguments, at most `limit` per broker or feed; misses are not
+    kept. A snapshot never changes, so the cache lives and dies with the resolver (and
+    therefore with the generation)."""
+    caches: dict[str, dict[Any, Any]] = {name: {} for name in names}
+    # Its own sentinel: `_MISSING` passed as a default means "raise" to the reverse lookups.
+    none = object()
 
-    def cached_token(key: str, broker: str) -> int | str:
+    def cached(wanted: Any, name: str) -> Any:
         try:
-            hot = caches[broker]
+            hot = caches[name]
         except KeyError:
-            raise _unknown("broker", broker, caches) from None
-        t = hot.get(key)
-        if t is None:
-            t = token(key, broker)
+            raise _unknown(kind, name, caches) from None
+        found = hot.get(wanted)
+        if found is None:
+            found = lookup(wanted, name)
             if len(hot) < limit:
-                hot[key] = t
-        return t
+                hot[wanted] = found
+        return found
 
-    def cached_get_token(key: str, broker: str, default: T | None = None) -> int | str | T | None:
+    def cached_get(wanted: Any, name: str, default: Any = None) -> Any:
         try:
-            hot = caches[broker]
+            hot = caches[name]
         except KeyError:
-            raise _unknown("broker", broker, caches) from None
-        t = hot.get(key)
-        if t is None:
-            t = get_token(key, broker, _MISSING)
-            if t is _MISSING:
+            raise _unknown(kind, name, caches) from None
+        found = hot.get(wanted)
+        if found is None:
+            found = get_lookup(wanted, name, none)
+            if found is none:
                 return default
             if len(hot) < limit:
-                hot[key] = t
-        return t  # type: ignore[no-any-return]
+                hot[wanted] = found
+        return found
 
-    return cached_token, cached_get_token
+    return cached, cached_get
 
 
 def _reverse_lookup(

@@ -171,6 +171,23 @@ def test_the_hot_key_cache_answers_like_the_table(sample: Resolver) -> None:
         cached.token("NSE:NOPE", "kite")
 
 
+def test_the_cache_answers_reverse_lookups_like_the_table(sample: Resolver) -> None:
+    snapshot = compile_snapshot(Registry.from_instruments(sample_instruments()))
+    cached = Resolver(snapshot, cache=True, cache_limit=2)
+    pairs = [(t.feed, t.value, i.key) for i in sample_instruments() for t in i.tokens]
+    assert {feed for feed, _, _ in pairs} >= {"kite", "angel:NSE", "upstox"}  # both kinds
+    for _ in range(2):  # the second round answers from the cache, up to its limit
+        for feed, value, key in pairs:
+            assert cached.key(value, feed) == key == sample.key(value, feed)
+            assert cached.get_key(value, feed) == key
+        assert cached.get_key(1, "kite", "none") == "none"
+        assert cached.get_key("NSE_EQ|NOPE", "upstox") is None
+        with pytest.raises(KeyError):
+            cached.key(1, "kite")
+    with pytest.raises(UnknownNameError, match="unknown feed 'nope'"):
+        cached.key(1, "nope")
+
+
 def test_close_works_while_a_view_is_alive_and_the_view_stays_readable(tmp_path: Path) -> None:
     path = tmp_path / "s.snap"
     path.write_bytes(compile_snapshot(Registry.from_instruments(sample_instruments())))
