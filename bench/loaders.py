@@ -201,9 +201,21 @@ def _postgres(results: Results, instruments: list[Instrument], dsn: str | None, 
                 loaded,
                 "one REPEATABLE READ transaction, streamed with COPY into columns",
             )
-            # The target is 1M instruments in 5 s; a smaller run is held to the same rate.
-            per_million = loaded * POSTGRES_TARGET_ROWS / len(records)
-            row.checks.append(Check("1M rows < 5 s (seconds per 1M instruments)", per_million, 5.0))
+            rows = len(records) + tokens
+            if tokens == len(records):
+                # The case: a registry of 1M instruments with a token each, in 5 s; a
+                # smaller run is held to the same rate.
+                per_million = loaded * POSTGRES_TARGET_ROWS / len(records)
+                row.checks.append(
+                    Check("1M rows < 5 s (seconds per 1M instruments)", per_million, 5.0)
+                )
+            else:
+                # More token rows than the target's case: reported, per million rows read, with
+                # no verdict (the target is the row above).
+                row.note += (
+                    f"; {rows:,} rows in all, {loaded * 1e6 / rows:.2f} s per 1M rows;"
+                    " no target: the 5 s target is the one-token-per-instrument case above"
+                )
             results.rows.append(row)
 
 
