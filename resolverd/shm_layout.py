@@ -100,9 +100,9 @@ its broker's, and feeds first_feed .. first_feed + feed_count - 1 MUST be the br
 An integer token sits beside a copy of its instrument's fingerprint so that a fingerprint-mode
 lookup reads one 16-byte pair, in one cache line, for both its check and its answer: at a
 million instruments a uniform random lookup then waits on one cache miss instead of two
-(bench/results/core-*.md measures the difference). The copy costs 8 bytes per instrument
-per integer broker. A reader MAY check either copy of the fingerprint; a verifying reader
-SHOULD check that they agree.
+(bench/results/core-*.md times each step of the lookup, the token's read included). The copy
+costs 8 bytes per instrument per integer broker. A reader MAY check either copy of the
+fingerprint; a verifying reader SHOULD check that they agree.
 
 Record ``record`` (64 bytes)
     ======  ====  ====  ===============================================================
