@@ -285,10 +285,11 @@ def _damaged() -> dict[str, tuple[bytes, str]]:
         None,
     )
     assert pairs is not None and pairs.count, "the vectors need an integer broker"
-    copy = bytearray(good)
-    copy[pairs.offset] ^= 0x01  # instrument 0's copy of its fingerprint
-    reseal_payload(copy)
-    cases["a broker's copy of a fingerprint that differs"] = (bytes(copy), "RSV_ELAYOUT")
+
+    def flip_a_copy(b: bytearray, _: Any) -> None:
+        b[pairs.offset] ^= 0x01  # instrument 0's copy of its fingerprint
+
+    cases["a broker's copy of a fingerprint that differs"] = (_forged(flip_a_copy), "RSV_ELAYOUT")
     return cases
 
 
@@ -303,16 +304,6 @@ def test_a_damaged_snapshot_is_refused_with_a_status_and_a_message(
         assert result.stdout.startswith(f"open {status} {path}: "), (name, result.stdout)
         with pytest.raises(LayoutError):  # the Python reader refuses it too
             Resolver.open(path, verify=True).close()
-
-
-def _payload_damaged(edit: Callable[[bytearray, Any], None]) -> bytes:
-    """The vector snapshot with `edit(buffer, header)` applied to its payload, both checksums
-    resealed: only the verify pass's own checks can find what is wrong."""
-    good = (VECTORS / "vectors.snap").read_bytes()
-    copy = bytearray(good)
-    edit(copy, read_header(good))
-    reseal_payload(copy)
-    return bytes(copy)
 
 
 def _str_tokens(header: Any) -> Any:
@@ -367,7 +358,7 @@ def test_verify_refuses_dates_and_strings_the_python_reader_refuses(
     message: str,
 ) -> None:
     path = tmp_path / "damaged.snap"
-    path.write_bytes(_payload_damaged(edit))
+    path.write_bytes(_forged(edit))  # both checksums resealed: only verify's checks see it
     result = run_c(programs["conformance"], path, [], "--verify")
     assert result.returncode == 3, (result.returncode, result.stdout, result.stderr)
     assert result.stdout.startswith(f"open RSV_ELAYOUT {path}: "), result.stdout
