@@ -305,11 +305,17 @@ RSV__INLINE size_t rsv__padded_len(const char *p, size_t width) {
 
 /* -- lookups --------------------------------------------------------------------------------- */
 
+/* The ordinal a key hashes to, unchecked (< n unless the file is damaged), and its hash. */
+RSV__INLINE uint64_t rsv__key_slot(const rsv_snapshot *snap, const char *key, size_t key_len,
+                                   uint64_t *h) {
+    *h = XXH3_64bits_withSeed(key, key_len, snap->key_seed);
+    return rsv__slot(*h, snap->key_pilots, snap->key_shift, snap->key_slots, snap->n,
+                     snap->key_remap);
+}
+
 /* The key's ordinal (its row in every instrument-indexed section) by fingerprint, or -1. */
 RSV__INLINE int64_t rsv_ordinal(const rsv_snapshot *snap, const char *key, size_t key_len) {
-    uint64_t h = XXH3_64bits_withSeed(key, key_len, snap->key_seed);
-    uint64_t s = rsv__slot(h, snap->key_pilots, snap->key_shift, snap->key_slots, snap->n,
-                           snap->key_remap);
+    uint64_t h, s = rsv__key_slot(snap, key, key_len, &h);
     return (s < snap->n && snap->fingerprints[s] == h) ? (int64_t)s : -1;
 }
 
@@ -354,9 +360,7 @@ RSV__INLINE int rsv_token(const rsv_snapshot *snap, const char *key, size_t key_
         pair = b->int_pairs + 2 * (uint64_t)s;
     } else {
         /* The broker's own copy of the fingerprint: one cache line for check and answer. */
-        uint64_t h = XXH3_64bits_withSeed(key, key_len, snap->key_seed);
-        uint64_t s = rsv__slot(h, snap->key_pilots, snap->key_shift, snap->key_slots, snap->n,
-                               snap->key_remap);
+        uint64_t h, s = rsv__key_slot(snap, key, key_len, &h);
         if (s >= snap->n) return RSV_MISS;
         pair = b->int_pairs + 2 * s;
         if (pair[0] != h) return RSV_MISS;
