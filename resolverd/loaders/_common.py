@@ -56,6 +56,7 @@ __all__ = [
     "read_source",
     "shown",
     "strip_eq",
+    "wrong_width",
 ]
 
 CASH_EXCHANGES = frozenset({"NSE", "BSE"})
@@ -194,6 +195,17 @@ def json_key_at(data: bytes, position: int) -> str | None:
 def missing_field(columns: Sequence[str], fields: Sequence[str]) -> str | None:
     """The first column a row that is `fields` long lacks; None if it is not short."""
     return columns[len(fields)] if len(fields) < len(columns) else None
+
+
+def wrong_width(source: str, row: int, header: Sequence[str], fields: Sequence[str]) -> NoReturn:
+    """Refuse a CSV row that has not as many fields as the header, naming the first column a
+    short row lacks (a file cut off mid-row)."""
+    fail(
+        source,
+        row,
+        missing_field(header, fields),
+        f"{len(fields)} fields, but the header has {len(header)}",
+    )
 
 
 def csv_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, list[str]]]:

@@ -108,12 +108,12 @@ from ._common import (
     decode_utf8,
     fail,
     header_indexes,
-    missing_field,
     parse_date,
     parse_number,
     parse_uint,
     read_source,
     strip_eq,
+    wrong_width,
 )
 
 __all__ = [
@@ -302,12 +302,7 @@ def parse_dhan_rows(
         if len(fields) != width:
             if not fields:
                 continue
-            raise SourceError(
-                source,
-                f"{len(fields)} fields, but the header has {width}",
-                row=row,
-                field=missing_field(names, fields),
-            )
+            wrong_width(source, row, names, fields)
         (
             exch_s,
             seg_s,

@@ -136,11 +136,11 @@ from ._common import (
     header_indexes,
     json_key_at,
     kite_segment,
-    missing_field,
     parse_number,
     parse_uint,
     read_source,
     strip_eq,
+    wrong_width,
 )
 
 __all__ = [
@@ -549,8 +549,7 @@ def _csv_rows(
             if len(fields) != width:
                 if not fields:
                     continue
-                field = missing_field(header, fields)
-                fail(source, row, field, f"{len(fields)} fields, but the header has {width}")
+                wrong_width(source, row, header, fields)
             fields.append(row)
             fields += defaults
             yield fields

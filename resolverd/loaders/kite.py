@@ -52,10 +52,10 @@ from ._common import (
     decode_utf8,
     fail,
     header_indexes,
-    missing_field,
     parse_number,
     parse_uint,
     read_source,
+    wrong_width,
 )
 
 __all__ = ["COLUMNS", "HEADER_PREFIX", "load_kite", "parse_kite", "parse_kite_rows", "read_kite"]
@@ -134,12 +134,7 @@ def parse_kite_rows(lines: Iterable[str], source: str) -> Iterator[tuple[int, In
         if len(fields) != width:
             if not fields:
                 continue
-            raise SourceError(
-                source,
-                f"{len(fields)} fields, but the header has {width}",
-                row=row,
-                field=missing_field(header, fields),
-            )
+            wrong_width(source, row, header, fields)
         (
             token_s,
             xtoken_s,
