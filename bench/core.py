@@ -275,7 +275,7 @@ def _hot_reverse(
 ) -> None:
     """key() on one hot token, without and with the per-process cache, beside a dict."""
     key, token = _hot_key(universe)
-    by_token = {int(t): k for k, t in zip(universe.keys, universe.tokens.tolist(), strict=True)}
+    by_token = universe.key_by_token()
     for mode in ("fingerprint", "cache"):
         assert resolvers[mode].key(token, FEED) == key
     assert by_token[token] == key
