@@ -71,7 +71,8 @@
  * with the last value read stable: on x86-64 a plain MOV, on AArch64 an LDAR. A control
  * segment retired by its publisher (generation 0: renewed past the sequence limit, or purged)
  * sends the follower to the control file's name again, which it follows if it names a
- * generation.
+ * generation; until one does (purged and not served again yet), each rsv_follow_check looks at
+ * the name again once retry_ns (RSV_FOLLOW_RETRY_NS, 1 s) have passed, a clock read between.
  *
  * Hashing is XXH3-64 (xxHash 0.8) from the vendored official header, compiled inline
  * (third_party/xxhash.h, BSD-2-Clause, see third_party/LICENSE). Define RSV_NO_XXHASH_INCLUDE
@@ -98,6 +99,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef RSV_NO_XXHASH_INCLUDE
@@ -147,6 +149,12 @@ extern "C" {
 #define RSV_EUNTRUSTED (-9) /* a file a reader must not resolve from: see rule 7 */
 
 #define RSV_ERROR_SIZE 256 /* enough for every message this header writes */
+
+/* How often a follower whose control segment was retired looks for a successor at its name
+ * (rsv_follower.retry_ns), in nanoseconds. */
+#ifndef RSV_FOLLOW_RETRY_NS
+#define RSV_FOLLOW_RETRY_NS 1000000000u
+#endif
 
 /* rsv_open / rsv_follow_open flags */
 #define RSV_VERIFY 1u   /* also check the payload checksum and every stored index: O(n) */
@@ -241,6 +249,9 @@ typedef struct rsv_follower {
     rsv_snapshot *current, *previous;
     uint64_t swaps, failed_refreshes;
     char last_error[RSV_ERROR_SIZE];
+    /* Retired with no successor to follow yet: the CLOCK_MONOTONIC time (ns) from which a
+     * check looks at the name again, every retry_ns (RSV_FOLLOW_RETRY_NS after opening). */
+    uint64_t retry_at_ns, retry_ns;
 } rsv_follower;
 
 /* -- small helpers --------------------------------------------------------------------------- */
@@ -1204,6 +1215,7 @@ RSV__INLINE int rsv_follow_open(const char *directory, const char *name, unsigne
         return RSV_ENOMEM;
     }
     f->flags = flags;
+    f->retry_ns = RSV_FOLLOW_RETRY_NS;
     f->directory = rsv__strdup(directory);
     f->name = rsv__strdup(name);
     snprintf(path, len, "%s/resolverd.%s.ctl", directory, name);
@@ -1259,48 +1271,86 @@ RSV__INLINE int rsv__follow_switch(rsv_follower *f, rsv_snapshot *fresh) {
     return 1;
 }
 
+#define RSV__NEVER UINT64_MAX /* a sequence no control segment holds */
+#define RSV__AGAIN 2           /* rsv__follow_renew: look at the name again at once */
+#define RSV__ORPHANED 3        /* rsv__follow_renew: nothing to follow there yet */
+
+/* Whether `state` names the follower's current generation. The checksum too: a registry
+ * purged and served again numbers its generations from 1 again. */
+RSV__INLINE int rsv__is_current(const rsv_follower *f, const rsv_control *state) {
+    return state->generation == f->current->generation &&
+           state->payload_checksum == f->current->payload_checksum;
+}
+
+RSV__INLINE uint64_t rsv__monotonic_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+/* No successor to follow yet: keep the current generation, send every check down the slow
+ * path (no control segment holds RSV__NEVER) and look at the name again after retry_ns. The
+ * retired segment's sequence never moves again: waiting for it would strand the follower. */
+RSV__INLINE int rsv__follow_orphaned(rsv_follower *f) {
+    f->sequence = RSV__NEVER;
+    f->retry_at_ns = rsv__monotonic_ns() + f->retry_ns;
+    return 0;
+}
+
+/* One look at the control segment now at the follower's name: 1 if it switched to the
+ * generation that one names, 0 if it follows that file on the same generation, RSV__AGAIN to
+ * look again at once, RSV__ORPHANED if there is nothing to follow there yet. */
+RSV__INLINE int rsv__follow_renew(rsv_follower *f) {
+    const unsigned char *control = NULL;
+    rsv_follower probe = *f; /* f with the new file's owner, for the generation's check */
+    int rc = rsv__map_control(f->directory, f->name, &control, &probe.owner, f->last_error,
+                              sizeof f->last_error);
+    if (rc == RSV_ENOENT) return RSV__ORPHANED; /* purged, and not served again yet */
+    if (rc != RSV_OK) {
+        f->failed_refreshes++;
+        return RSV__ORPHANED;
+    }
+    rsv_control state;
+    rsv_snapshot *fresh = NULL;
+    rc = rsv_read_control(control, &state, 100, f->last_error, sizeof f->last_error);
+    if (rc == RSV_OK && state.generation != 0)
+        rc = rsv__open_generation(&probe, &state, &fresh, f->last_error, sizeof f->last_error);
+    if (rc != RSV_OK || fresh == NULL) {
+        munmap((void *)control, RSV_CONTROL_SIZE);
+        if (rc == RSV_ENOENT) return RSV__AGAIN; /* swapped and unlinked between the reads */
+        if (rc != RSV_OK) f->failed_refreshes++;
+        return RSV__ORPHANED;
+    }
+    munmap((void *)f->control, RSV_CONTROL_SIZE);
+    f->control = control;
+    f->owner = probe.owner;
+    f->sequence = state.sequence;
+    f->retry_at_ns = 0;
+    if (rsv__is_current(f, &state)) {
+        rsv_close(fresh); /* the same generation, named by a renewed control segment */
+        return 0;
+    }
+    return rsv__follow_switch(f, fresh);
+}
+
 /* The followed control segment was retired (generation 0: see shm_layout): follow the one now
  * at its name if it names a generation, and switch to that generation (1); else 0. */
 RSV__INLINE int rsv__follow_renewed(rsv_follower *f) {
     for (int attempt = 0; attempt < 5; attempt++) {
-        const unsigned char *control = NULL;
-        rsv_follower probe = *f; /* f with the new file's owner, for the generation's check */
-        int rc = rsv__map_control(f->directory, f->name, &control, &probe.owner, f->last_error,
-                                  sizeof f->last_error);
-        if (rc == RSV_ENOENT) return 0; /* purged: nothing to follow until a new publisher */
-        if (rc != RSV_OK) {
-            f->failed_refreshes++;
-            return 0;
-        }
-        rsv_control state;
-        rsv_snapshot *fresh = NULL;
-        rc = rsv_read_control(control, &state, 100, f->last_error, sizeof f->last_error);
-        if (rc == RSV_OK && state.generation != 0)
-            rc = rsv__open_generation(&probe, &state, &fresh, f->last_error, sizeof f->last_error);
-        if (rc != RSV_OK || fresh == NULL) {
-            munmap((void *)control, RSV_CONTROL_SIZE);
-            if (rc == RSV_ENOENT) continue; /* swapped and unlinked between the two reads */
-            if (rc != RSV_OK) f->failed_refreshes++;
-            return 0;
-        }
-        munmap((void *)f->control, RSV_CONTROL_SIZE);
-        f->control = control;
-        f->owner = probe.owner;
-        f->sequence = state.sequence;
-        if (fresh->generation == f->current->generation) {
-            rsv_close(fresh); /* the same generation, named by a renewed control segment */
-            return 0;
-        }
-        return rsv__follow_switch(f, fresh);
+        int rc = rsv__follow_renew(f);
+        if (rc == RSV__ORPHANED) break;
+        if (rc != RSV__AGAIN) return rc;
     }
-    return 0;
+    return rsv__follow_orphaned(f);
 }
 
 /* The slow path of rsv_follow_check: read the control segment and switch if a new generation
  * is current. A failure (file gone, bad file, a control segment left odd) keeps the current
  * generation, counts in failed_refreshes, leaves its message in last_error, and is not
- * retried until `sequence` moves again. */
+ * retried until `sequence` moves again; a retired segment with no successor yet is looked
+ * at again every retry_ns. */
 RSV__INLINE int rsv__follow_refresh(rsv_follower *f, uint64_t seen) {
+    if (f->retry_at_ns != 0 && rsv__monotonic_ns() < f->retry_at_ns) return 0;
     rsv_control state;
     if (rsv_read_control(f->control, &state, 100, f->last_error, sizeof f->last_error) != RSV_OK) {
         f->failed_refreshes++;
@@ -1309,7 +1359,7 @@ RSV__INLINE int rsv__follow_refresh(rsv_follower *f, uint64_t seen) {
     }
     f->sequence = state.sequence;
     if (state.generation == 0) return rsv__follow_renewed(f);
-    if (state.generation == f->current->generation) return 0; /* repaired or adopted */
+    if (rsv__is_current(f, &state)) return 0; /* repaired or adopted */
     rsv_snapshot *fresh = NULL;
     if (rsv__open_generation(f, &state, &fresh, f->last_error, sizeof f->last_error) != RSV_OK) {
         f->failed_refreshes++;

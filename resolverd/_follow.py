@@ -17,9 +17,13 @@ mapping.
 When the daemon dies the control file and the current generation stay, so lookups go on; when
 it comes back it rewrites the control file in place and the next lookup notices. A control file
 retired (generation 0: renewed by the publisher, or purged) sends the refresh to the control
-file's name, which it maps and follows from then on if it names a generation. A refresh that
-fails (file gone, bad file, a control segment left odd by a killed writer) keeps the current
-generation and is not retried until the sequence moves again.
+file's name, which it maps and follows from then on if it names a generation. Until one does
+(the registry was purged and is not served again yet, or the file at the name cannot be mapped)
+the follower keeps its generation and looks at the name again at most every `RETRY_SECONDS`,
+from a lookup: the retired file's sequence never moves again, so waiting for it would strand the
+follower for good. Its lookups pay for two calls and a clock read meanwhile. A refresh that fails
+in a live control file (file gone, bad file, a control segment left odd by a killed writer)
+keeps the current generation and is not retried until the sequence moves again.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 from . import _hot
@@ -43,6 +48,11 @@ __all__ = ["Following"]
 assert CONTROL_SEQUENCE_OFFSET == 8 * _hot.SEQUENCE_WORD
 
 _log = logging.getLogger("resolverd.client")
+
+# How often a follower whose control file was retired looks for a successor at its name.
+RETRY_SECONDS = 1.0
+# A sequence no control file holds: a lookup's check then always calls `_refresh`.
+_NEVER = -1
 
 # Resolver methods and properties that a Following answers from its current generation.
 _METHODS = (
@@ -88,15 +98,22 @@ class Following(Resolver):
         self._options = options
         self._callbacks: list[Callable[[int, int], object]] = []
         self._lock = threading.Lock()
+        self._retry_at: float | None = None  # set while retired with no successor to follow
         # The lookups reach back to this object only through a weak reference, so a dropped
         # Following is freed (and unmapped) by reference counting, not by the cycle collector.
         ref = weakref.ref(self)
 
-        def follow() -> Resolver:
+        def follow() -> Any:
             following = ref()
             if following is None:
                 raise ValueError("the resolver is closed")
-            return following._refresh()
+            retry_at = following._retry_at
+            if retry_at is not None and monotonic() < retry_at:
+                return following._current._unchecked  # its checks would only come back here
+            current = following._refresh()
+            if following._retry_at is None:
+                return current
+            return current._unchecked
 
         self._follow = follow
         try:
@@ -153,6 +170,7 @@ class Following(Resolver):
 
     def _install(self, current: Resolver) -> None:
         self._current = current
+        self._retry_at = None
         self._sequence = current._follow_namespaces[0]["sequence"]
         self.token, self.get_token = current.token, current.get_token
         self.key, self.get_key = current.key, current.get_key
@@ -173,16 +191,18 @@ class Following(Resolver):
             seen = words[_hot.SEQUENCE_WORD]
             if seen == self._sequence:
                 return current  # another thread switched while this one waited
+            if self._retry_at is not None and monotonic() < self._retry_at:
+                return current
             try:
                 state = read_control(control, retries=100)
             except LayoutError as exc:
                 return self._failed(current, seen, f"{self.control_path}: {exc}")
-            if state.generation == current.generation:
+            if _names(state, current):
                 return self._keep(current, state.sequence)  # repaired or adopted
             if state.generation == 0:
                 renewed = self._renewed()
                 if renewed is None:
-                    return self._keep(current, state.sequence)  # purged: nothing to follow
+                    return self._orphaned(current)
                 fresh = renewed
             else:
                 try:
@@ -193,7 +213,7 @@ class Following(Resolver):
                 except (ResolverError, OSError) as exc:
                     return self._failed(current, state.sequence, str(exc))
             self._install(fresh)
-            if fresh.generation == current.generation:
+            if fresh.generation == current.generation and fresh.checksum == current.checksum:
                 return fresh  # the same generation, named by a renewed control file
             self.swaps += 1
         for callback in list(self._callbacks):
@@ -235,10 +255,19 @@ class Following(Resolver):
             return fresh
         return None
 
+    def _orphaned(self, current: Resolver) -> Resolver:
+        """Stay on `current`, its control file retired with no successor to follow yet, and
+        look at the control file's name again in `RETRY_SECONDS`."""
+        self._retry_at = monotonic() + RETRY_SECONDS
+        return self._keep(current, _NEVER)
+
     def _unrenewed(self, error: str) -> None:
         self.failed_refreshes += 1
+        if error != self.last_error:  # retried every RETRY_SECONDS: say it once
+            _log.warning(
+                "registry %s: cannot follow the renewed control file: %s", self.name, error
+            )
         self.last_error = error
-        _log.warning("registry %s: cannot follow the renewed control file: %s", self.name, error)
 
     def _failed(self, current: Resolver, sequence: int, error: str) -> Resolver:
         self.failed_refreshes += 1
@@ -270,6 +299,7 @@ class Following(Resolver):
 
     def close(self) -> None:
         """Unmap the control segment and the current generation; lookups then raise."""
+        self._retry_at = None  # so a lookup bound before reaches `_refresh`, which refuses it
         words, self._words = self._words, None
         if words is not None:
             words.release()
@@ -286,6 +316,12 @@ class Following(Resolver):
         current = self.__dict__.get("_current")
         generation = current.generation if current is not None else "closed"
         return f"<Following {self.name!r} in {self.directory} at generation {generation}>"
+
+
+def _names(state: ControlState, current: Resolver) -> bool:
+    """Whether the control state names `current`. The checksum too: a registry purged and
+    served again numbers its generations from 1 again."""
+    return state.generation == current.generation and state.payload_checksum == current.checksum
 
 
 def _method(name: str) -> Callable[..., Any]:

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import numpy as np
 import xxhash
@@ -135,6 +135,15 @@ def _day(days: int, ordinal: int) -> int:
     if not FIRST_DAY <= days <= LAST_DAY:
         raise LayoutError(f"section 'records': row {ordinal}: field expiry {days} is not a date")
     return days
+
+
+class _Lookups(NamedTuple):
+    """One generation's single lookups, as a follower calls them by name."""
+
+    token: Callable[..., Any]
+    get_token: Callable[..., Any]
+    key: Callable[..., Any]
+    get_key: Callable[..., Any]
 
 
 class _StrColumn:
@@ -449,37 +458,38 @@ class Resolver:
             for name, feed in self._feeds.items()
         }
         reverse = {"feeds": feeds, "missing": _MISSING, "unknown": _unknown}
-        fast = not (self.strict or cache)
         if self.strict:
             ordinal = _hot.bind(_hot.strict_ordinal, **tables)
             token = _hot.bind(_hot.strict_token, ordinal=ordinal, **tables)
             get_token = _hot.bind(_hot.strict_get_token, ordinal=ordinal, **tables)
         else:
             ordinal = _hot.bind(_hot.fingerprint_ordinal, **tables)
-            if follow is not None and fast:
-                token = _hot.bind(_hot.followed_token, **follow, **tables)
-                get_token = _hot.bind(_hot.followed_get_token, **follow, **tables)
-            else:
-                token = _hot.bind(_hot.token, **tables)
-                get_token = _hot.bind(_hot.get_token, **tables)
-        if follow is None or cache:
-            key = _hot.bind(_hot.key, **reverse)
-            get_key = _hot.bind(_hot.get_key, **reverse)
-        else:
-            key = _hot.bind(_hot.followed_key, **follow, **reverse)
-            get_key = _hot.bind(_hot.followed_get_key, **follow, **reverse)
+            token = _hot.bind(_hot.token, **tables)
+            get_token = _hot.bind(_hot.get_token, **tables)
+        key = _hot.bind(_hot.key, **reverse)
+        get_key = _hot.bind(_hot.get_key, **reverse)
         if cache:
             token, get_token = _cached(token, get_token, columns, cache_limit, "broker")
             key, get_key = _cached(key, get_key, feeds, cache_limit, "feed")
         if follow is not None:
-            if not fast:
+            # What a follower whose control file is retired resolves with: no check to fail.
+            self._unchecked = _Lookups(token, get_token, key, get_key)
+            # The checked twins: inlined where the lookup is cheap enough for a wrapper's
+            # call to matter, else the lookup behind `_hot.followed`.
+            if self.strict or cache:
                 token = _hot.bind(_hot.followed, inner=token, attribute="token", **follow)
                 get_token = _hot.bind(
                     _hot.followed, inner=get_token, attribute="get_token", **follow
                 )
+            else:
+                token = _hot.bind(_hot.followed_token, **follow, **tables)
+                get_token = _hot.bind(_hot.followed_get_token, **follow, **tables)
             if cache:
                 key = _hot.bind(_hot.followed, inner=key, attribute="key", **follow)
                 get_key = _hot.bind(_hot.followed, inner=get_key, attribute="get_key", **follow)
+            else:
+                key = _hot.bind(_hot.followed_key, **follow, **reverse)
+                get_key = _hot.bind(_hot.followed_get_key, **follow, **reverse)
             # Where a following resolver's checks keep the sequence they compare with.
             self._follow_namespaces = [f.__globals__ for f in (token, get_token, key, get_key)]
 

@@ -5,7 +5,7 @@
  * Opens the registry and prints "generation G token T" for KEY's token of int broker BROKER
  * (T is "-" for a miss); then, for each line read from stdin, calls rsv_follow_check and
  * prints "switched S generation G token T". Exits 3 with "open STATUS MESSAGE" if the
- * registry cannot be followed.
+ * registry cannot be followed. $FOLLOW_RETRY_NS, if set, replaces the follower's retry_ns.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "resolverd.h"
@@ -36,6 +36,8 @@ int main(int argc, char **argv) {
         printf("open %s %s\n", rsv_status_name(rc), err);
         return 3;
     }
+    const char *retry = getenv("FOLLOW_RETRY_NS");
+    if (retry) f->retry_ns = strtoull(retry, NULL, 10);
     report(rsv_follow_snapshot(f), argv[3], argv[4]);
     char line[256];
     while (fgets(line, sizeof line, stdin)) {

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from resolverd import LayoutError, Registry, Resolver, compile_snapshot
-from resolverd.daemon.publish import Publisher
+from resolverd.daemon.publish import Publisher, purge
 from resolverd.loaders import load_kite
 from resolverd.shm_layout import (
     BROKER_DTYPE,
@@ -426,12 +426,18 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 class CFollower:
     """tests/c/follow.c following registry `universe` in `directory` for `key`'s Kite token."""
 
-    def __init__(self, program: Path, directory: Path, key: str) -> None:
+    def __init__(
+        self, program: Path, directory: Path, key: str, *, retry_ns: int | None = None
+    ) -> None:
+        environment = dict(os.environ)
+        if retry_ns is not None:
+            environment["FOLLOW_RETRY_NS"] = str(retry_ns)
         self.process = subprocess.Popen(
             [str(program), str(directory), "universe", key, "kite"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=environment,
         )
         assert self.process.stdin is not None and self.process.stdout is not None
         self.stdin, self.stdout = self.process.stdin, self.process.stdout
@@ -594,6 +600,41 @@ def test_a_c_follower_moves_to_a_renewed_control_file(
             assert follower.finish() == 0
     finally:
         publisher.close()
+
+
+def test_a_c_follower_of_a_purged_registry_follows_it_when_it_is_served_again(
+    programs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The purged control segment is retired and never written again: the follower looks at
+    the name every retry_ns until a new publisher serves the registry there."""
+
+    def snapshot(generation: int, token: int) -> bytearray:
+        registry = Registry.from_instruments([instrument("NSE:INFY", token)])
+        return compile_snapshot(registry, generation=generation)
+
+    publisher = Publisher(tmp_path, "universe", grace=0.0)
+    publisher.adopt()
+    publisher.publish(snapshot(1, 101))
+    hour = 3600 * 10**9
+    with (
+        CFollower(programs["follow"], tmp_path, "NSE:INFY", retry_ns=hour) as waiting,
+        CFollower(programs["follow"], tmp_path, "NSE:INFY", retry_ns=0) as eager,
+    ):
+        assert waiting.opened() == eager.opened() == "generation 1 token 101\n"
+        publisher.close()
+        purge(tmp_path, "universe")
+        assert waiting.check() == eager.check() == "switched 0 generation 1 token 101\n"
+        successor = Publisher(tmp_path, "universe", grace=0.0)
+        successor.adopt()
+        try:
+            successor.publish(snapshot(successor.next_generation, 202))  # generation 1 again
+            assert waiting.check() == "switched 0 generation 1 token 101\n"
+            assert eager.check() == "switched 1 generation 1 token 202\n"
+            successor.publish(snapshot(successor.next_generation, 303))
+            assert eager.check() == "switched 1 generation 2 token 303\n"
+            assert (waiting.finish(), eager.finish()) == (0, 0)
+        finally:
+            successor.close()
 
 
 def _forged(edit: Callable[[bytearray, Any], None]) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import struct
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resolverd import Registry, Resolver, UnavailableError, compile_snapshot
+from resolverd import Registry, Resolver, UnavailableError, _follow, compile_snapshot
 from resolverd.daemon import publish
 from resolverd.daemon.publish import Publisher, purge
 from resolverd.shm_layout import CONTROL_SEQUENCE_LIMIT, CONTROL_SEQUENCE_OFFSET, control_file_name
@@ -277,6 +278,60 @@ def test_after_a_purge_a_follower_keeps_its_generation(publisher: Publisher) -> 
         open_followed(publisher)
 
 
+def test_a_follower_of_a_purged_registry_follows_it_when_it_is_served_again(
+    publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_follow, "RETRY_SECONDS", 3600.0)
+    with open_followed(publisher) as resolver:
+        publisher.close()
+        purge(publisher.directory, "universe")
+        assert resolver.token("NSE:INFY", "kite") == 408065
+        successor = Publisher(publisher.directory, "universe")
+        successor.adopt()
+        successor.publish(snapshot(successor.next_generation, 999))
+        # Within the retry interval the follower does not look at the name yet.
+        assert resolver.token("NSE:INFY", "kite") == 408065
+        assert resolver.get_key(408065, "kite") == "NSE:INFY"
+        assert resolver.tokens(["NSE:INFY"], "kite").tolist() == [408065]
+        assert resolver.generation == 1
+        resolver._retry_at = 0.0  # type: ignore[attr-defined]  # the interval is over
+        # Generations are numbered from 1 again: the checksum tells the two 1s apart.
+        assert resolver.token("NSE:INFY", "kite") == 999
+        assert (resolver.generation, resolver.swaps) == (1, 1)  # type: ignore[attr-defined]
+        successor.publish(snapshot(successor.next_generation, 1000))
+        assert resolver.token("NSE:INFY", "kite") == 1000
+        assert resolver._retry_at is None  # type: ignore[attr-defined]
+        successor.close()
+
+
+def test_a_renewed_control_file_that_cannot_be_mapped_is_tried_again(
+    publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_followed(publisher) as resolver:
+        _near_the_sequence_limit(publisher)
+        before = publisher.generation
+        assert resolver.token("NSE:INFY", "kite") == 10_000 + before
+        monkeypatch.setattr(_follow, "RETRY_SECONDS", 0.0)
+        maps = _follow._map_file
+        failures = []
+
+        def out_of_files(path: Path, **options: object) -> object:
+            if path.name == control_file_name("universe") and len(failures) < 2:
+                failures.append(path)
+                raise OSError(errno.EMFILE, "Too many open files")
+            return maps(path, **options)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(_follow, "_map_file", out_of_files)
+        publisher.publish(snapshot(before + 1, 77))  # renews the control file
+        assert resolver.token("NSE:INFY", "kite") == 10_000 + before  # mapping it failed
+        assert resolver.token("NSE:INFY", "kite") == 10_000 + before  # and failed again
+        assert resolver.token("NSE:INFY", "kite") == 77
+        assert len(failures) == 2
+        assert resolver.failed_refreshes == 2  # type: ignore[attr-defined]
+        publisher.publish(snapshot(before + 2, 78))
+        assert resolver.token("NSE:INFY", "kite") == 78
+
+
 def test_a_generation_unlinked_after_its_grace_still_resolves_for_its_holder(
     publisher: Publisher,
 ) -> None:
@@ -356,3 +411,14 @@ def test_threads_resolving_through_swaps_always_see_a_whole_generation(
         control_file_name("universe"),
         "resolverd.universe.59.snap",
     }
+
+
+def test_a_closed_follower_of_a_purged_registry_refuses_lookups(publisher: Publisher) -> None:
+    resolver = open_followed(publisher)
+    token = resolver.token
+    publisher.close()
+    purge(publisher.directory, "universe")
+    assert token("NSE:INFY", "kite") == 408065  # now waiting to look at the name again
+    resolver.close()
+    with pytest.raises(ValueError):  # its views are released
+        token("NSE:INFY", "kite")
