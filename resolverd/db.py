@@ -56,10 +56,15 @@ from importlib import resources
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from .errors import ConfigError, RegistryError, ResolverError, SourceError, UnavailableError
+
+try:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+except ImportError as exc:  # the postgres extra is not installed (or libpq is missing)
+    raise ConfigError(
+        f"the PostgreSQL registry needs psycopg: install resolverd[postgres] ({exc})"
+    ) from exc
 from .model import Instrument
 
 __all__ = [

@@ -48,3 +48,17 @@ def fyers_file() -> Path:
 @pytest.fixture(scope="session")
 def kite_mocks() -> Path:
     return _require(KITE_MOCKS)
+
+
+@pytest.fixture
+def without_psycopg(tmp_path: Path) -> dict[str, str]:
+    """An environment for a subprocess in which psycopg (the postgres extra) cannot be
+    imported, as where it is not installed: a stand-in package that fails to import comes
+    first on PYTHONPATH and hides the installed one."""
+    stand_in = tmp_path / "without-psycopg" / "psycopg"
+    stand_in.mkdir(parents=True)
+    (stand_in / "__init__.py").write_text(
+        'raise ModuleNotFoundError("No module named \'psycopg\'", name="psycopg")\n'
+    )
+    path = os.pathsep.join(filter(None, [str(stand_in.parent), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}

@@ -276,7 +276,6 @@ class RegistryService:
 
     def trigger_tasks(self) -> list[Awaitable[None]]:
         """The coroutines that watch this registry's sources and schedule."""
-        from ..db import NOTIFY_CHANNEL
         from ..loaders.postgres import is_dsn
 
         trigger = self.debouncer.trigger
@@ -284,12 +283,11 @@ class RegistryService:
         paths = _source_paths(self.config)
         if self.config.watch and paths:
             tasks.append(watch_files(paths, self.config.watch_interval_seconds, trigger))
-        if self.config.listen:
-            tasks += [
-                listen_postgres(spec, NOTIFY_CHANNEL, trigger)
-                for spec in self.config.sources
-                if is_dsn(spec)
-            ]
+        databases = [spec for spec in self.config.sources if is_dsn(spec)]
+        if self.config.listen and databases:
+            from ..db import NOTIFY_CHANNEL  # psycopg: only for a daemon that serves a database
+
+            tasks += [listen_postgres(spec, NOTIFY_CHANNEL, trigger) for spec in databases]
         if self.config.schedule:
             times = [parse_time_of_day(t).replace(tzinfo=None) for t in self.config.schedule]
             tasks.append(daily(times, INDIA, trigger))

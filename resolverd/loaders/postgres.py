@@ -119,9 +119,8 @@ def load_registry(
     during the read; `ConfigError` for a registry of another schema version; `SourceError`
     for an empty registry or a broker whose feeds disagree on their kind.
     """
+    from .. import db  # noqa: I001  (first: without psycopg, db raises the ConfigError)
     from psycopg import sql
-
-    from .. import db
 
     label = source if source is not None else f"postgres={db.redact_dsn(dsn)}"
     report = progress or _ignore

@@ -75,6 +75,35 @@ def test_sighup_reloads_every_registry(directory: Path, kite: Path) -> None:
         assert daemon.stop() == 0
 
 
+def test_a_daemon_serving_files_runs_without_the_postgres_extra(
+    directory: Path, kite: Path, without_psycopg: dict[str, str]
+) -> None:
+    """psycopg comes with the postgres extra: a daemon whose sources are all files must serve,
+    reload and stop without it."""
+    path = without_psycopg["PYTHONPATH"]
+    daemon = Daemon(directory, [f"kite={kite}"], PYTHONPATH=path).start()
+    try:
+        with Resolver.open("universe", directory=directory) as reader:
+            assert reader.token("NSE:AARTIIND", "kite") == 1793
+            write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
+            wait_for(lambda: reader.generation == 2, "the reload of the changed file")
+            assert reader.token("NSE:AARTIIND", "kite") == 2049
+    finally:
+        assert daemon.stop() == 0, daemon.output()
+    assert "psycopg" not in daemon.output()
+
+
+def test_a_daemon_serving_a_database_without_the_postgres_extra_exits_78_saying_so(
+    directory: Path, without_psycopg: dict[str, str]
+) -> None:
+    path = without_psycopg["PYTHONPATH"]
+    daemon = Daemon(directory, ["postgresql://127.0.0.1/registry"], PYTHONPATH=path)
+    daemon.start(wait=False)
+    assert daemon.process is not None
+    assert daemon.process.wait(timeout=60) == 78
+    assert "needs psycopg: install resolverd[postgres]" in daemon.output()
+
+
 def test_a_bad_source_keeps_the_last_good_generation_serving(daemon: Daemon, kite: Path) -> None:
     with Resolver.open("universe", directory=daemon.directory) as reader:
         write_kite(kite, AARTI, "12x34,7,BROKEN,,0,,0,0.05,1,EQ,NSE,NSE")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,26 @@ def test_a_trade_date_that_is_not_a_date_is_a_config_error(
     code, _, err = run(capsys, "validate", "synthetic=10", "--trade-date", "03/04/2024")
     assert code == 78
     assert "--trade-date '03/04/2024' is not a date" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["db", "init", "--dsn", "postgresql://127.0.0.1/registry"],
+        ["compile", "postgresql://127.0.0.1/registry", "--out", "registry.snap"],
+    ],
+)
+def test_without_the_postgres_extra_a_database_command_exits_78_saying_what_to_install(
+    argv: list[str], without_psycopg: dict[str, str], tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "resolverd", *argv],
+        env=without_psycopg,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 78, result.stderr
+    assert "needs psycopg: install resolverd[postgres]" in result.stderr
+    assert "Traceback" not in result.stderr
