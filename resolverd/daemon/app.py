@@ -66,6 +66,13 @@ log = logging.getLogger("resolverd.daemon")
 
 # ipc:// sockets: readers in the daemon's group must be able to connect (which needs write).
 _SOCKET_MODE = 0o660
+# The largest frame a peer may send (ZMQ_MAXMSGSIZE); a larger one drops its connection. A
+# frame's length comes first on the wire and libzmq sets that much memory aside for it at once,
+# so without a cap one connection claiming 8 GiB holds 8 GiB of the daemon's address space.
+# Control requests are a few hundred bytes (16 MiB still answers a huge malformed one with an
+# error reply); subscribers send the PUB socket only subscriptions, topic prefixes.
+_MAX_REQUEST_BYTES = 16 << 20
+_MAX_SUBSCRIPTION_BYTES = 64 << 10
 
 
 def _source_paths(config: RegistryConfig) -> list[Path]:
@@ -480,10 +487,11 @@ class Daemon:
 
     # -- lifetime -------------------------------------------------------------------------------
 
-    def _bind(self, kind: int, endpoint: str) -> zmq.asyncio.Socket:
+    def _bind(self, kind: int, endpoint: str, max_frame: int) -> zmq.asyncio.Socket:
         assert self._context is not None
         socket = self._context.socket(kind)
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, max_frame)
         if endpoint.startswith("ipc://"):
             path = Path(endpoint.removeprefix("ipc://"))
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -548,8 +556,8 @@ class Daemon:
                         service.publisher.generation,
                     )
             self._context = zmq.asyncio.Context()
-            self._pub = self._bind(zmq.PUB, self.paths.publish)
-            router = self._bind(zmq.ROUTER, self.paths.control)
+            self._pub = self._bind(zmq.PUB, self.paths.publish, _MAX_SUBSCRIPTION_BYTES)
+            router = self._bind(zmq.ROUTER, self.paths.control, _MAX_REQUEST_BYTES)
             # Before the first builds, which can take long: a stop must not wait for them.
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)

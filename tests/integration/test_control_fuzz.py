@@ -326,10 +326,10 @@ def zmtp_ready(socket_type: bytes) -> bytes:
     return b"\x04" + bytes([len(body)]) + body
 
 
-def raw_connection(daemon: Daemon) -> socket.socket:
+def raw_connection(daemon: Daemon, endpoint: str = "resolverd.control") -> socket.socket:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(REPLY_MS / 1000)
-    conn.connect(str(daemon.directory / "resolverd.control"))
+    conn.connect(str(daemon.directory / endpoint))
     return conn
 
 
@@ -360,6 +360,30 @@ def test_a_raw_connection_speaking_bad_zmtp_holds_up_no_one(daemon: Daemon, data
         conn.sendall(data)
         for _ in range(5):
             assert request(daemon.control, "status", timeout=REPLY_MS / 1000)
+
+
+def _address_space_kib(daemon: Daemon) -> int:
+    assert daemon.process is not None
+    status = Path(f"/proc/{daemon.process.pid}/status").read_text()
+    return int(re.search(r"^VmSize:\s+(\d+) kB", status, re.M).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bits", [33, 36])
+@pytest.mark.parametrize(
+    ("endpoint", "peer"), [("resolverd.control", b"DEALER"), ("resolverd.pub", b"SUB")]
+)
+def test_a_frame_that_claims_gigabytes_is_refused_before_any_memory_is_set_aside(
+    daemon: Daemon, endpoint: str, peer: bytes, bits: int
+) -> None:
+    """A frame's length comes first on the wire: without a cap libzmq sets aside that much
+    address space for it at once (8 and 64 GiB here) and waits for the bytes."""
+    before = _address_space_kib(daemon)
+    with raw_connection(daemon, endpoint) as conn:
+        assert conn.recv(1) == b"\xff"
+        conn.sendall(zmtp_greeting() + zmtp_ready(peer) + b"\x02" + struct.pack(">Q", 2**bits))
+        assert request(daemon.control, "status", timeout=REPLY_MS / 1000)
+        grown = _address_space_kib(daemon) - before
+    assert grown < 256 * 1024, f"the daemon set aside {grown / 2**20:.1f} GiB for one frame"
 
 
 def test_an_idle_or_half_sent_connection_holds_up_no_one(daemon: Daemon) -> None:
