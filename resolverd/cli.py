@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 import msgspec
 
+from ._extras import require
 from ._files import write_atomically
 from .client import Resolver
 from .compiler import compile_snapshot
@@ -309,6 +310,7 @@ def _serve_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    require("daemon", "zmq", "uvloop", needed_by="resolverd serve")
     from .daemon.app import serve
     from .daemon.logs import configure_logging
 

@@ -56,16 +56,14 @@ from importlib import resources
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
+from ._extras import require
 from .errors import ConfigError, RegistryError, ResolverError, SourceError, UnavailableError
-
-try:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-except ImportError as exc:  # the postgres extra is not installed (or libpq is missing)
-    raise ConfigError(
-        f"the PostgreSQL registry needs psycopg: install resolverd[postgres] ({exc})"
-    ) from exc
 from .model import Instrument
+
+require("postgres", "psycopg", needed_by="the PostgreSQL registry")
+
+import psycopg  # noqa: E402  (after require: without psycopg, a ConfigError that says so)
+from psycopg.conninfo import conninfo_to_dict  # noqa: E402
 
 __all__ = [
     "NOTIFY_CHANNEL",

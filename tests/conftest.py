@@ -50,15 +50,27 @@ def kite_mocks() -> Path:
     return _require(KITE_MOCKS)
 
 
+def hidden_modules(directory: Path, *modules: str) -> dict[str, str]:
+    """An environment for a subprocess in which `modules` cannot be imported, as where they
+    are not installed: stand-in packages that fail to import come first on PYTHONPATH and hide
+    the installed ones."""
+    for module in modules:
+        stand_in = directory / module
+        stand_in.mkdir(parents=True)
+        (stand_in / "__init__.py").write_text(
+            f'raise ModuleNotFoundError("No module named {module!r}", name={module!r})\n'
+        )
+    path = os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
 @pytest.fixture
 def without_psycopg(tmp_path: Path) -> dict[str, str]:
-    """An environment for a subprocess in which psycopg (the postgres extra) cannot be
-    imported, as where it is not installed: a stand-in package that fails to import comes
-    first on PYTHONPATH and hides the installed one."""
-    stand_in = tmp_path / "without-psycopg" / "psycopg"
-    stand_in.mkdir(parents=True)
-    (stand_in / "__init__.py").write_text(
-        'raise ModuleNotFoundError("No module named \'psycopg\'", name="psycopg")\n'
-    )
-    path = os.pathsep.join(filter(None, [str(stand_in.parent), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
+    """A subprocess environment without the postgres extra."""
+    return hidden_modules(tmp_path / "without-psycopg", "psycopg")
+
+
+@pytest.fixture
+def without_daemon_extra(tmp_path: Path) -> dict[str, str]:
+    """A subprocess environment without the daemon extra (pyzmq, uvloop)."""
+    return hidden_modules(tmp_path / "without-daemon-extra", "zmq", "uvloop")

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .._extras import require
 from ..errors import UnavailableError
 
 __all__ = ["Reply", "Request", "decode_request", "encode_reply", "request"]
@@ -77,6 +78,7 @@ def request(
     Raises UnavailableError if no daemon answers within `timeout` seconds, and for an error
     reply (whose text it carries).
     """
+    require("daemon", "zmq", needed_by="a request to the daemon")
     import zmq
 
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()

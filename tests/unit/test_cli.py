@@ -12,6 +12,7 @@ import pytest
 from resolverd import Registry, compile_snapshot
 from resolverd.cli import main
 
+from ..conftest import hidden_modules
 from .registries import sample_instruments
 
 KITE_HEADER = (
@@ -202,6 +203,21 @@ def test_a_trade_date_that_is_not_a_date_is_a_config_error(
     assert "--trade-date '03/04/2024' is not a date" in err
 
 
+def run_without(
+    environment: dict[str, str], cwd: Path, *argv: str
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "resolverd", *argv],
+        env=environment,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -212,14 +228,33 @@ def test_a_trade_date_that_is_not_a_date_is_a_config_error(
 def test_without_the_postgres_extra_a_database_command_exits_78_saying_what_to_install(
     argv: list[str], without_psycopg: dict[str, str], tmp_path: Path
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "resolverd", *argv],
-        env=without_psycopg,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 78, result.stderr
-    assert "needs psycopg: install resolverd[postgres]" in result.stderr
-    assert "Traceback" not in result.stderr
+    result = run_without(without_psycopg, tmp_path, *argv)
+    assert result.returncode == 78
+    assert "the PostgreSQL registry needs psycopg: install resolverd[postgres]" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "needed_by"),
+    [
+        (["serve", "kite=instruments.csv", "--name", "universe"], "resolverd serve"),
+        (["status", "--control", "ipc:///nonexistent/control"], "a request to the daemon"),
+        (["reload", "--control", "ipc:///nonexistent/control"], "a request to the daemon"),
+    ],
+)
+def test_without_the_daemon_extra_a_daemon_command_exits_78_saying_what_to_install(
+    argv: list[str], needed_by: str, without_daemon_extra: dict[str, str], tmp_path: Path
+) -> None:
+    result = run_without(without_daemon_extra, tmp_path, *argv)
+    assert result.returncode == 78
+    assert f"{needed_by} needs zmq: install resolverd[daemon]" in result.stderr
+
+
+def test_without_any_extra_files_compile_and_resolve(tmp_path: Path) -> None:
+    """The base install (numpy, msgspec, xxhash) compiles files and resolves from snapshots."""
+    bare = hidden_modules(tmp_path / "bare", "psycopg", "zmq", "uvloop")
+    kite = tmp_path / "instruments.csv"
+    kite.write_text(KITE_HEADER + "408065,1594,INFY,INFOSYS,0,,0,0.05,1,EQ,NSE,NSE\n")
+    argv = ["compile", f"kite={kite}", "--trade-date", "2024-04-03", "--out", "s.snap"]
+    assert run_without(bare, tmp_path, *argv).returncode == 0
+    result = run_without(bare, tmp_path, "lookup", "NSE:INFY", "-b", "kite", "-s", "s.snap")
+    assert (result.returncode, result.stdout) == (0, "NSE:INFY\t408065\n")
