@@ -22,7 +22,7 @@ import msgspec
 
 from ._extras import require
 from ._files import write_atomically
-from .client import Resolver
+from .client import SYSTEM_RUNTIME_DIR, Resolver
 from .compiler import compile_snapshot
 from .errors import EX_USAGE, ConfigError, ResolverError, UnavailableError
 from .model import Registry
@@ -327,11 +327,22 @@ def _control_endpoint(args: argparse.Namespace) -> str:
     if args.config:
         from .config import load_config, resolve_paths
 
-        return resolve_paths(load_config(args.config)).control
+        return _as_the_unit_binds(resolve_paths(load_config(args.config)).control)
     from .client import shm_dir
     from .config import CONTROL_SOCKET
 
     return os.environ.get("RESOLVERD_CONTROL") or f"ipc://{shm_dir() / CONTROL_SOCKET}"
+
+
+def _as_the_unit_binds(endpoint: str) -> str:
+    """Under systemd the daemon binds its ipc:// sockets in the unit's RuntimeDirectory
+    ($RUNTIME_DIRECTORY, see `config.resolve_paths`), which a shell does not have: where the
+    config's socket is absent and the unit's directory holds one of its name, that one."""
+    if not endpoint.startswith("ipc://"):
+        return endpoint
+    path = Path(endpoint.removeprefix("ipc://"))
+    unit = SYSTEM_RUNTIME_DIR / path.name
+    return f"ipc://{unit}" if not path.exists() and unit.exists() else endpoint
 
 
 def cmd_status(args: argparse.Namespace) -> int:

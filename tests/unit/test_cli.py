@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from resolverd import Registry, compile_snapshot
+from resolverd import Registry, cli, compile_snapshot
 from resolverd.cli import main
 
 from ..conftest import hidden_modules
@@ -258,3 +259,25 @@ def test_without_any_extra_files_compile_and_resolve(tmp_path: Path) -> None:
     assert run_without(bare, tmp_path, *argv).returncode == 0
     result = run_without(bare, tmp_path, "lookup", "NSE:INFY", "-b", "kite", "-s", "s.snap")
     assert (result.returncode, result.stdout) == (0, "NSE:INFY\t408065\n")
+
+
+def test_status_with_a_config_finds_the_socket_where_the_systemd_unit_binds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unit's daemon binds its sockets in $RUNTIME_DIRECTORY, which a shell lacks: a config
+    with runtime_dir = "/dev/shm" and no socket_dir names a socket that is not there."""
+    config = tmp_path / "resolverd.toml"
+    config.write_text(
+        f'[daemon]\nruntime_dir = "{tmp_path / "shm"}"\n'
+        '[registries.universe]\nsources = ["kite=instruments.csv"]\n'
+    )
+    unit_dir = tmp_path / "run-resolverd"
+    unit_dir.mkdir()
+    monkeypatch.setattr(cli, "SYSTEM_RUNTIME_DIR", unit_dir)
+    args = argparse.Namespace(control=None, config=str(config))
+    assert cli._control_endpoint(args) == f"ipc://{tmp_path / 'shm' / 'resolverd.control'}"
+    (unit_dir / "resolverd.control").touch()
+    assert cli._control_endpoint(args) == f"ipc://{unit_dir / 'resolverd.control'}"
+    (tmp_path / "shm").mkdir()
+    (tmp_path / "shm" / "resolverd.control").touch()  # the config's own socket comes first
+    assert cli._control_endpoint(args) == f"ipc://{tmp_path / 'shm' / 'resolverd.control'}"
