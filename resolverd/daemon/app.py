@@ -28,13 +28,10 @@ import contextlib
 import datetime as dt
 import gc
 import logging
-import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +51,12 @@ from ..errors import LayoutError, UnavailableError
 from ..model import days_to_date
 from ..sources import INDIA
 from . import announce, control
-from .build import Built, Failed, Job, build_generation, failed
+from .build import Built, Failed, Job, failed
 from .metrics import Metrics, serve_metrics
 from .notify import Notifier, watchdog_loop
 from .publish import Publisher
 from .reload import Debouncer, daily, listen_postgres, watch_files
+from .worker import BuildWorker
 
 __all__ = ["Daemon", "serve"]
 
@@ -79,21 +77,6 @@ def _source_paths(config: RegistryConfig) -> list[Path]:
     """The files a registry reads, to watch: its file sources and its mapping files."""
     paths = [source_path(spec) for spec in config.sources]
     return [Path(p) for p in paths if p is not None] + [Path(m) for m in config.mappings]
-
-
-def _die_with_parent(parent: int) -> None:
-    """The build worker's initializer: have the kernel kill it when the daemon dies, kill -9
-    included (prctl PR_SET_PDEATHSIG, Linux), so that no build outlives its daemon and
-    multiprocessing's semaphores in /dev/shm are cleaned up by its resource tracker."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: a stop still ends the worker
-        return
-    if os.getppid() != parent:  # the daemon died before the request took effect
-        os._exit(1)
 
 
 def _shown(spec: str) -> str:
@@ -331,7 +314,7 @@ class Daemon:
             name: RegistryService(self, name, c) for name, c in config.registries.items()
         }
         self.started = time.time()
-        self._executor: ProcessPoolExecutor | None = None
+        self._worker = BuildWorker()
         self._context: zmq.asyncio.Context | None = None
         self._pub: zmq.asyncio.Socket | None = None
         self._stop = asyncio.Event()
@@ -342,27 +325,8 @@ class Daemon:
 
     # -- builds ---------------------------------------------------------------------------------
 
-    def _new_executor(self) -> ProcessPoolExecutor:
-        # spawn, not fork: forking a process that holds ZeroMQ's I/O threads and an event loop
-        # gives a child with broken copies of both.
-        return ProcessPoolExecutor(
-            1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_die_with_parent,
-            initargs=(os.getpid(),),
-        )
-
     async def run_build(self, job: Job) -> Built | Failed:
-        if self._executor is None:
-            self._executor = self._new_executor()
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, build_generation, job)
-        except BrokenProcessPool as exc:
-            # The worker died (killed, out of memory): a new one serves the next build.
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-            return Failed("internal", f"the build worker died: {exc}", 70)
+        return await self._worker.build(job)
 
     # -- announcements --------------------------------------------------------------------------
 
@@ -628,12 +592,9 @@ class Daemon:
             service._cancel_retry()
             await service.debouncer.close()
             service.publisher.close()
-        if self._executor is not None:
-            # A build still running is abandoned: its temporary file is removed by the next
-            # instance's adopt, and nothing it did is visible to readers.
-            for process in list(getattr(self._executor, "_processes", {}).values()):
-                process.terminate()
-            self._executor.shutdown(wait=True, cancel_futures=True)
+        # A build still running is abandoned: its temporary file is removed by the next
+        # instance's adopt, and nothing it did is visible to readers.
+        self._worker.stop()
         if self._metrics_server is not None:
             self._metrics_server.close()
             await self._metrics_server.wait_closed()

@@ -128,6 +128,21 @@ def test_a_bad_source_keeps_the_last_good_generation_serving(daemon: Daemon, kit
         wait_for(lambda: reader.get_token("NSE:AARTIIND", "kite") == 2049, "the fixed source")
 
 
+def test_the_daemon_and_its_worker_keep_no_named_semaphore_in_dev_shm(
+    daemon: Daemon, kite: Path
+) -> None:
+    """multiprocessing's semaphores under spawn are files in /dev/shm that a SIGKILL to the
+    whole unit would leave behind for good: the daemon's processes must not hold any."""
+    assert daemon.process is not None
+    write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
+    wait_for(lambda: daemon.status()["generation"] == 2, "the reload of the changed file")
+    processes = [daemon.process.pid, *_children(daemon.process.pid)]
+    assert len(processes) >= 2  # the daemon and its build worker at least
+    for pid in processes:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "/dev/shm/sem." not in maps, f"process {pid} maps a named semaphore"
+
+
 def test_kill_9_leaves_readers_resolving_and_a_restarted_daemon_is_followed(
     daemon: Daemon, kite: Path
 ) -> None:

@@ -7,7 +7,6 @@ The daemon-level version, on a real tmpfs of a few pages, is in
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import os
 from collections.abc import Iterator
@@ -18,16 +17,12 @@ import pytest
 
 from resolverd import Registry, Resolver, compile_snapshot
 from resolverd.daemon import publish
-from resolverd.daemon.build import Built, Failed, Job, build_generation
+from resolverd.daemon.build import Built, Failed, build_generation
 from resolverd.daemon.publish import Publisher
 from resolverd.shm_layout import control_file_name, read_control, snapshot_file_name
 
+from ..publishing import first_kite_job
 from .registries import instrument
-
-KITE_HEADER = (
-    "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,"
-    "lot_size,instrument_type,segment,exchange"
-)
 
 
 def snapshot(generation: int, token: int) -> bytearray:
@@ -106,21 +101,8 @@ def test_a_publish_that_runs_out_of_space_says_enospc_and_where_and_leaves_nothi
 def test_a_build_whose_file_does_not_fit_fails_as_unavailable_naming_the_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kite = tmp_path / "instruments.csv"
-    kite.write_text(f"{KITE_HEADER}\n1793,7,AARTIIND,AARTI INDUSTRIES,0,,0,0.05,1,EQ,NSE,NSE\n")
+    job = first_kite_job(tmp_path)
     shm = tmp_path / "shm"
-    shm.mkdir()
-    job = Job(
-        registry="universe",
-        sources=(f"kite={kite}",),
-        mappings=(),
-        trade_date=dt.date(2024, 4, 3),
-        max_drop=0.2,
-        generation=1,
-        out=str(shm / ".resolverd.universe.1.tmp"),
-        previous=None,
-        previous_checksum=None,
-    )
     with disk_with_room_for(0, monkeypatch):
         result = build_generation(job)
     assert isinstance(result, Failed)
