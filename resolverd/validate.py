@@ -76,12 +76,18 @@ class Report:
 
     def lines(self) -> list[str]:
         """The report as text, warnings grouped by kind with a few shown in full."""
+        # No trade date (db ingest keeps every row): nothing was checked for expiry.
+        when = f"trade date {self.trade_date}" if self.trade_date else "no trade date"
+        expired = (
+            f"{self.expired:,} expired contracts dropped"
+            if self.trade_date
+            else "expiries not checked"
+        )
         out = [
-            f"trade date {self.trade_date}: {self.instruments:,} instruments from"
+            f"{when}: {self.instruments:,} instruments from"
             f" {sum(c.rows for c in self.sources.values()):,} rows of"
             f" {len(self.sources)} source(s); {self.merged_rows:,} rows joined an instrument"
-            f" another source listed ({self.renamed:,} under another key);"
-            f" {self.expired:,} expired contracts dropped"
+            f" another source listed ({self.renamed:,} under another key); {expired}"
         ]
         for broker, count in sorted(self.brokers.items()):
             before = (self.previous or {}).get(broker)

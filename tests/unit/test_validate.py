@@ -100,6 +100,16 @@ def test_the_report_groups_warnings_and_shows_a_few_of_each_kind() -> None:
     assert "... and 12 more" in text
 
 
+def test_the_report_says_whether_expiries_were_checked() -> None:
+    joined = join([source("kite=k.csv", SBIN, CALL)])
+    _, unchecked = check(joined, trade_date=None)
+    assert unchecked.lines()[0].startswith("no trade date: 2 instruments from 2 rows")
+    assert unchecked.lines()[0].endswith("; expiries not checked")
+    _, checked = check(joined, trade_date=dt.date(2024, 4, 3))
+    assert checked.lines()[0].startswith("trade date 2024-04-03: 2 instruments")
+    assert checked.lines()[0].endswith("; 0 expired contracts dropped")
+
+
 def test_columnar_expiry_gate_matches_the_record_gate() -> None:
     universe = generate_universe(3000, trade_date=TRADE_DATE)
     later = dt.date(2024, 4, 20)
