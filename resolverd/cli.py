@@ -24,7 +24,7 @@ from ._extras import require
 from ._files import write_atomically
 from .client import SYSTEM_RUNTIME_DIR, Resolver
 from .compiler import compile_snapshot
-from .errors import EX_USAGE, ConfigError, ResolverError, UnavailableError
+from .errors import EX_USAGE, ConfigError, ResolverError, UnavailableError, os_error_exit_code
 from .model import Registry
 from .shm_layout import read_header
 from .validate import DEFAULT_MAX_DROP, Report
@@ -583,6 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file the OS refused that no resolverd error names: no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"resolverd: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return os_error_exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,29 @@ ours: lookups raise the built-in `KeyError`, like a mapping.
 
 from __future__ import annotations
 
+import errno
+
 EX_USAGE = 64
 EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_IOERR = 74
 EX_NOPERM = 77
 EX_CONFIG = 78
+
+
+def os_error_exit_code(exc: OSError) -> int:
+    """The sysexits code for an OSError no resolverd error wraps: refused (77), out of space or
+    on a read-only file system (73), missing (66), or any other I/O error (74)."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return EX_NOPERM
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return EX_CANTCREAT
+    if exc.errno == errno.ENOENT:
+        return EX_NOINPUT
+    return EX_IOERR
 
 
 class ResolverError(Exception):

@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +160,23 @@ def test_a_dsn_password_appears_nowhere_when_the_database_cannot_be_reached(
     assert code != 0
     assert "127.0.0.1" in output  # the error says where it tried
     assert secret not in output
+
+
+@needs_root
+def test_a_user_who_may_not_write_the_directory_gets_an_error_line_not_a_traceback(
+    open_directory: Path,
+) -> None:
+    probe = as_stranger(sys.executable, "-c", "import resolverd")
+    if probe.returncode != 0:
+        pytest.skip(f"user nobody cannot run this Python or import resolverd: {probe.stderr[-99:]}")
+    lock = open_directory / ".resolverd.universe.lock"
+    where = ["--dir", str(open_directory)]
+    for argv in (
+        ["purge", "universe", *where],
+        ["serve", "synthetic=1000", "--name", "universe", *where, "--metrics", ""],
+    ):
+        result = as_stranger(sys.executable, "-m", "resolverd", *argv)
+        assert (result.returncode, result.stderr) == (
+            77,
+            f"resolverd: error: {lock}: Permission denied\n",
+        ), argv

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from resolverd import Registry, cli, compile_snapshot
+from resolverd import Registry, _files, cli, compile_snapshot
 from resolverd.cli import main
 
 from ..conftest import hidden_modules
@@ -281,3 +283,32 @@ def test_status_with_a_config_finds_the_socket_where_the_systemd_unit_binds_it(
     (tmp_path / "shm").mkdir()
     (tmp_path / "shm" / "resolverd.control").touch()  # the config's own socket comes first
     assert cli._control_endpoint(args) == f"ipc://{tmp_path / 'shm' / 'resolverd.control'}"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (errno.EACCES, 77),  # EX_NOPERM
+        (errno.ENOSPC, 73),  # EX_CANTCREAT
+        (errno.EIO, 74),  # EX_IOERR
+    ],
+)
+def test_a_file_the_os_refuses_is_an_error_line_and_an_exit_code_not_a_traceback(
+    error: int,
+    code: int,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kite = tmp_path / "instruments.csv"
+    kite.write_text(KITE_HEADER + "408065,1594,INFY,INFOSYS,0,,0,0.05,1,EQ,NSE,NSE\n")
+    out = tmp_path / "universe.snap"
+
+    def refused(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(error, os.strerror(error), str(tmp_path / ".universe.snap.x"))
+
+    monkeypatch.setattr(_files.tempfile, "mkstemp", refused)
+    argv = ["compile", f"kite={kite}", "--trade-date", "2024-04-03", "--out", str(out)]
+    result, _, err = run(capsys, *argv)
+    assert result == code
+    assert err == f"resolverd: error: {out}: {os.strerror(error)}\n"
