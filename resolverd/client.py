@@ -20,6 +20,7 @@ import errno
 import mmap
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from pathlib import Path
@@ -257,6 +258,7 @@ class Resolver:
         populate: bool = False,
         directory: str | os.PathLike[str] | None = None,
         owner: Owner | Sequence[Owner] = (),
+        wait: float = 0.0,
     ) -> Resolver:
         """Map a snapshot file, or follow a registry published by name.
 
@@ -270,6 +272,10 @@ class Resolver:
         Only files of trusted users are mapped (UntrustedError otherwise): this process's
         user, root, the owner of a directory no one else may write, and `owner` (a user name
         or uid, or several) or ``$RESOLVERD_OWNER``; see `resolverd._trust`.
+
+        `wait` is how many seconds to keep trying while a registry is not published yet (a
+        process that starts before the daemon, or before its first generation); the default 0
+        raises UnavailableError at once. An untrusted file is refused at once whatever `wait`.
         """
         text = os.fspath(source)
         is_name = (
@@ -290,16 +296,29 @@ class Resolver:
             return cls._from_map(mapped, str(path), strict=strict, cache=cache, verify=verify)
         from ._follow import Following
 
-        folder = shm_dir(directory)
-        return Following(
-            text,
-            folder,
-            trusted_owners(folder, owners),
-            strict=strict,
-            cache=cache,
-            verify=verify,
-            populate=populate,
-        )
+        deadline = time.monotonic() + wait
+        pause = 0.01
+        while True:
+            # Looked up again each time: a daemon starting now may create /run/resolverd.
+            folder = shm_dir(directory)
+            try:
+                return Following(
+                    text,
+                    folder,
+                    trusted_owners(folder, owners),
+                    strict=strict,
+                    cache=cache,
+                    verify=verify,
+                    populate=populate,
+                )
+            except UntrustedError:
+                raise
+            except UnavailableError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.5)
 
     @classmethod
     def _from_map(cls, mapped: mmap.mmap, where: str, **options: Any) -> Resolver:

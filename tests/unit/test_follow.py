@@ -7,13 +7,21 @@ import gc
 import os
 import struct
 import threading
+import time
 import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from resolverd import Registry, Resolver, UnavailableError, _follow, compile_snapshot
+from resolverd import (
+    Registry,
+    Resolver,
+    UnavailableError,
+    UntrustedError,
+    _follow,
+    compile_snapshot,
+)
 from resolverd.daemon import publish
 from resolverd.daemon.publish import Publisher, purge
 from resolverd.shm_layout import CONTROL_SEQUENCE_LIMIT, CONTROL_SEQUENCE_OFFSET, control_file_name
@@ -422,3 +430,37 @@ def test_a_closed_follower_of_a_purged_registry_refuses_lookups(publisher: Publi
     resolver.close()
     with pytest.raises(ValueError):  # its views are released
         token("NSE:INFY", "kite")
+
+
+def test_open_waits_for_a_registry_that_is_published_while_it_waits(tmp_path: Path) -> None:
+    publisher = Publisher(tmp_path, "universe", grace=0.0)
+
+    def publish_later() -> None:
+        time.sleep(0.3)
+        publisher.adopt()
+        publisher.publish(snapshot(1, 408065))
+
+    later = threading.Thread(target=publish_later)
+    later.start()
+    try:
+        with Resolver.open("universe", directory=tmp_path, wait=30) as resolver:
+            assert resolver.token("NSE:INFY", "kite") == 408065
+    finally:
+        later.join()
+        publisher.close()
+
+
+def test_open_gives_up_waiting_with_unavailable_and_never_waits_on_an_untrusted_file(
+    tmp_path: Path,
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(UnavailableError, match="not published"):
+        Resolver.open("universe", directory=tmp_path, wait=0.2)
+    assert time.monotonic() - started >= 0.2
+    planted = tmp_path / control_file_name("universe")
+    planted.write_bytes(bytes(128))
+    planted.chmod(0o666)  # anyone may write it: never trusted
+    started = time.monotonic()
+    with pytest.raises(UntrustedError):
+        Resolver.open("universe", directory=tmp_path, wait=3600)
+    assert time.monotonic() - started < 60
