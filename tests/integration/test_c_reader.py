@@ -130,10 +130,36 @@ def vectors() -> dict[str, Any]:
     return document
 
 
+@pytest.fixture(scope="module")
+def cxx_conformance(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/c/conformance.c compiled as C++17: order gateways in C++ include the header too."""
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler: neither $CXX nor c++ nor g++ is available")
+    binary = tmp_path_factory.mktemp("cxx") / "conformance"
+    flags = ["-x", "c++", "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE}"]
+    result = subprocess.run(
+        [compiler, *flags, str(SOURCES / "conformance.c"), "-o", str(binary)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, f"resolverd.h does not compile as C++:\n{result.stderr}"
+    return binary
+
+
+@pytest.mark.parametrize("language", ["c", "c++"])
 @pytest.mark.parametrize("strict", [False, True], ids=["fingerprint", "strict"])
 def test_the_header_gives_every_vector_its_answer(
-    programs: dict[str, Path], vectors: dict[str, Any], strict: bool, vectors_snapshot: Path
+    programs: dict[str, Path],
+    vectors: dict[str, Any],
+    strict: bool,
+    vectors_snapshot: Path,
+    language: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    program = (
+        programs["conformance"] if language == "c" else request.getfixturevalue("cxx_conformance")
+    )
     snapshot = vectors_snapshot
     queries = [forward_query(v["key"], v["broker"]) for v in vectors["forward"]]
     queries += [reverse_query(v["token"], v["feed"]) for v in vectors["reverse"]]
@@ -142,7 +168,7 @@ def test_the_header_gives_every_vector_its_answer(
     expected += ["-" if v["key"] is None else hexed(v["key"]) for v in vectors["reverse"]]
     expected += [str(v["ordinal"]) for v in vectors["forward"]]
     options = ("--verify", "--strict") if strict else ("--verify",)
-    got = answers(programs["conformance"], snapshot, queries, *options)
+    got = answers(program, snapshot, queries, *options)
     mismatches = [(q, g, e) for q, g, e in zip(queries, got, expected, strict=True) if g != e]
     assert not mismatches
 
