@@ -375,6 +375,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    require("daemon", "zmq", needed_by="resolverd watch")
+    from .daemon.control import request
+    from .daemon.watch import watch
+
+    endpoint = args.publish
+    if not endpoint:  # where the daemon says it announces, which no guess about paths beats
+        endpoint = request(_control_endpoint(args), "status", timeout=args.timeout)["publish"]
+    watch(
+        endpoint,
+        registry=args.name,
+        heartbeats=args.heartbeats,
+        as_json=args.json,
+        count=args.count,
+        idle=args.idle,
+        out=lambda line: print(line, flush=True),
+    )
+    return 0
+
+
 def _print_published(args: argparse.Namespace) -> None:
     """With no daemon answering, what its files still publish (readers keep resolving it)."""
     from .client import shm_dir
@@ -562,6 +582,20 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
         command.add_argument("--json", action="store_true")
         command.set_defaults(run=run)
+
+    watch = commands.add_parser(
+        "watch", help="print the daemon's announcements (swaps and their diffs) as they come"
+    )
+    watch.add_argument("name", nargs="?", help="one registry's swaps (default: all)")
+    watch.add_argument("--config", help="the daemon's TOML configuration")
+    watch.add_argument("--control", help="the daemon's control endpoint, to ask where it announces")
+    watch.add_argument("--publish", help="the PUB endpoint itself (the daemon is not asked)")
+    watch.add_argument("--timeout", type=float, default=5.0, help="for the daemon's answer")
+    watch.add_argument("--heartbeats", action="store_true", help="print heartbeats too")
+    watch.add_argument("--count", type=int, help="stop after this many announcements")
+    watch.add_argument("--idle", type=float, help="fail (69) after this many quiet seconds")
+    watch.add_argument("--json", action="store_true", help="one JSON object a line")
+    watch.set_defaults(run=cmd_watch)
 
     purge = commands.add_parser(
         "purge", help="remove every file of a registry (the daemon must be stopped)"

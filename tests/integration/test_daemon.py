@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -253,6 +254,32 @@ def test_metrics_show_the_generation_and_the_instruments_per_feed(daemon: Daemon
         text = response.read().decode()
     assert 'resolverd_generation{registry="universe"} 1' in text
     assert 'resolverd_instruments{registry="universe",feed="kite"} 2' in text
+
+
+def test_watch_prints_each_swap_with_its_diff_as_it_comes(directory: Path, kite: Path) -> None:
+    daemon = Daemon(directory, [f"kite={kite}"], RESOLVERD__DAEMON__HEARTBEAT_SECONDS="0.1")
+    daemon.start()
+    command = [sys.executable, "-m", "resolverd", "watch", "universe", "--heartbeats", "--json"]
+    watcher = subprocess.Popen(
+        [*command, "--control", daemon.control], stdout=subprocess.PIPE, text=True
+    )
+    assert watcher.stdout is not None
+    try:
+        # A heartbeat says the subscription is live: a swap from now on is not missed.
+        assert json.loads(watcher.stdout.readline())["type"] == "heartbeat"
+        write_kite(kite, AARTI_RENUMBERED, NIFTY_CALL)
+        while (message := json.loads(watcher.stdout.readline()))["type"] != "swap":
+            pass
+        assert (message["registry"], message["generation"]) == ("universe", 2)
+        assert message["diff"]["tokens_changed"] == 1
+        assert message["diff"]["token_changes"] == [
+            {"key": "NSE:AARTIIND", "broker": "kite", "old": 1793, "new": 2049}
+        ]
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=10)
+        watcher.stdout.close()
+        assert daemon.stop() == 0
 
 
 def test_status_on_the_command_line_in_both_forms(daemon: Daemon) -> None:

@@ -242,6 +242,7 @@ def test_without_the_postgres_extra_a_database_command_exits_78_saying_what_to_i
         (["serve", "kite=instruments.csv", "--name", "universe"], "resolverd serve"),
         (["status", "--control", "ipc:///nonexistent/control"], "a request to the daemon"),
         (["reload", "--control", "ipc:///nonexistent/control"], "a request to the daemon"),
+        (["watch", "--publish", "ipc:///nonexistent/pub"], "resolverd watch"),
     ],
 )
 def test_without_the_daemon_extra_a_daemon_command_exits_78_saying_what_to_install(
