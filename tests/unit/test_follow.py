@@ -24,8 +24,14 @@ from resolverd import (
 )
 from resolverd.daemon import publish
 from resolverd.daemon.publish import Publisher, purge
-from resolverd.shm_layout import CONTROL_SEQUENCE_LIMIT, CONTROL_SEQUENCE_OFFSET, control_file_name
+from resolverd.shm_layout import (
+    CONTROL_SEQUENCE_LIMIT,
+    CONTROL_SEQUENCE_OFFSET,
+    VERSION_MAJOR,
+    control_file_name,
+)
 
+from ..fuzzing import reseal_header
 from ..publishing import publish_until_a_renewal_is_next
 from .registries import instrument
 
@@ -464,3 +470,26 @@ def test_open_gives_up_waiting_with_unavailable_and_never_waits_on_an_untrusted_
     with pytest.raises(UntrustedError):
         Resolver.open("universe", directory=tmp_path, wait=3600)
     assert time.monotonic() - started < 60
+
+
+def test_after_an_upgrade_of_the_layout_the_new_daemon_replaces_the_old_generation(
+    publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous release's generation (another major layout version) is unreadable to the
+    new daemon: it removes the file, publishes a fresh generation, and readers follow it."""
+    monkeypatch.setattr(_follow, "RETRY_SECONDS", 0.0)
+    with open_followed(publisher) as resolver:
+        assert resolver.token("NSE:INFY", "kite") == 408065
+        publisher.close()
+        old = publisher.directory / "resolverd.universe.1.snap"
+        written = bytearray(old.read_bytes())
+        struct.pack_into("<H", written, 8, VERSION_MAJOR - 1)  # version_major
+        reseal_header(written)
+        old.write_bytes(written)
+        successor = Publisher(publisher.directory, "universe")
+        assert old in successor.adopt()
+        assert resolver.token("NSE:INFY", "kite") == 408065  # the mapping outlives the file
+        successor.publish(snapshot(successor.next_generation, 999))
+        assert resolver.token("NSE:INFY", "kite") == 999
+        assert resolver.generation == 2
+        successor.close()
