@@ -71,8 +71,9 @@
  * with the last value read stable: on x86-64 a plain MOV, on AArch64 an LDAR. A control
  * segment retired by its publisher (generation 0: renewed past the sequence limit, or purged)
  * sends the follower to the control file's name again, which it follows if it names a
- * generation; until one does (purged and not served again yet), each rsv_follow_check looks at
- * the name again once retry_ns (RSV_FOLLOW_RETRY_NS, 1 s) have passed, a clock read between.
+ * generation (a file still at the name that was set to no generation in place is watched on);
+ * until one does (purged and not served again yet), each rsv_follow_check looks at the name
+ * again once retry_ns (RSV_FOLLOW_RETRY_NS, 1 s) have passed, a clock read between.
  *
  * Hashing is XXH3-64 (xxHash 0.8) from the vendored official header, compiled inline
  * (third_party/xxhash.h, BSD-2-Clause, see third_party/LICENSE). Define RSV_NO_XXHASH_INCLUDE
@@ -245,6 +246,8 @@ typedef struct rsv_follower {
     unsigned flags;
     const unsigned char *control; /* the control segment, mapped read-only */
     uid_t owner;                  /* the control segment's owner: every generation's too */
+    dev_t control_dev;            /* the control segment's file, to tell it from a successor */
+    ino_t control_ino;            /* ... at its name (rsv__follow_renew) */
     uint64_t sequence;            /* the `sequence` the current generation was read under */
     rsv_snapshot *current, *previous;
     uint64_t swaps, failed_refreshes;
@@ -1167,8 +1170,8 @@ RSV__INLINE void rsv_follow_close(rsv_follower *f) {
 /* Map the control segment of registry `name` in `directory` read-only, if rsv__open_trusted
  * accepts its file; `*owner` is the file's owner. RSV_ENOENT when there is none. */
 RSV__INLINE int rsv__map_control(const char *directory, const char *name,
-                                 const unsigned char **out, uid_t *owner, char *err,
-                                 size_t errlen) {
+                                 const unsigned char **out, uid_t *owner, struct stat *file,
+                                 char *err, size_t errlen) {
     *out = NULL;
     size_t len = strlen(directory) + strlen(name) + 32;
     char *path = (char *)malloc(len);
@@ -1189,6 +1192,7 @@ RSV__INLINE int rsv__map_control(const char *directory, const char *name,
         } else {
             *out = (const unsigned char *)control;
             *owner = st.st_uid;
+            *file = st;
         }
     }
     if (fd >= 0) close(fd);
@@ -1219,9 +1223,14 @@ RSV__INLINE int rsv_follow_open(const char *directory, const char *name, unsigne
     f->directory = rsv__strdup(directory);
     f->name = rsv__strdup(name);
     snprintf(path, len, "%s/resolverd.%s.ctl", directory, name);
+    struct stat file;
     int rc = f->directory == NULL || f->name == NULL
                  ? RSV_ENOMEM
-                 : rsv__map_control(directory, name, &f->control, &f->owner, err, errlen);
+                 : rsv__map_control(directory, name, &f->control, &f->owner, &file, err, errlen);
+    if (rc == RSV_OK) {
+        f->control_dev = file.st_dev;
+        f->control_ino = file.st_ino;
+    }
     if (rc == RSV_ENOENT) {
         rc = RSV_EUNAVAILABLE;
         rsv__fail(err, errlen, "registry '%s' is not published in %s (%s: %s)", name, directory,
@@ -1274,6 +1283,7 @@ RSV__INLINE int rsv__follow_switch(rsv_follower *f, rsv_snapshot *fresh) {
 #define RSV__NEVER UINT64_MAX /* a sequence no control segment holds */
 #define RSV__AGAIN 2           /* rsv__follow_renew: look at the name again at once */
 #define RSV__ORPHANED 3        /* rsv__follow_renew: nothing to follow there yet */
+#define RSV__IN_PLACE 4        /* rsv__follow_renew: the followed file itself, no generation */
 
 /* Whether `state` names the follower's current generation. The checksum too: a registry
  * purged and served again numbers its generations from 1 again. */
@@ -1299,16 +1309,24 @@ RSV__INLINE int rsv__follow_orphaned(rsv_follower *f) {
 
 /* One look at the control segment now at the follower's name: 1 if it switched to the
  * generation that one names, 0 if it follows that file on the same generation, RSV__AGAIN to
- * look again at once, RSV__ORPHANED if there is nothing to follow there yet. */
+ * look again at once, RSV__ORPHANED if there is nothing to follow there yet, RSV__IN_PLACE if
+ * the file there is the one followed (set to no generation in place, not retired). */
 RSV__INLINE int rsv__follow_renew(rsv_follower *f) {
     const unsigned char *control = NULL;
     rsv_follower probe = *f; /* f with the new file's owner, for the generation's check */
-    int rc = rsv__map_control(f->directory, f->name, &control, &probe.owner, f->last_error,
-                              sizeof f->last_error);
+    struct stat file;
+    int rc = rsv__map_control(f->directory, f->name, &control, &probe.owner, &file,
+                              f->last_error, sizeof f->last_error);
     if (rc == RSV_ENOENT) return RSV__ORPHANED; /* purged, and not served again yet */
     if (rc != RSV_OK) {
         f->failed_refreshes++;
         return RSV__ORPHANED;
+    }
+    if (file.st_dev == f->control_dev && file.st_ino == f->control_ino) {
+        /* Not retired: the very file, set to no generation in place (a daemon that found
+         * nothing to adopt). Its sequence moves when it names one. */
+        munmap((void *)control, RSV_CONTROL_SIZE);
+        return RSV__IN_PLACE;
     }
     rsv_control state;
     rsv_snapshot *fresh = NULL;
@@ -1324,6 +1342,8 @@ RSV__INLINE int rsv__follow_renew(rsv_follower *f) {
     munmap((void *)f->control, RSV_CONTROL_SIZE);
     f->control = control;
     f->owner = probe.owner;
+    f->control_dev = file.st_dev;
+    f->control_ino = file.st_ino;
     f->sequence = state.sequence;
     f->retry_at_ns = 0;
     if (rsv__is_current(f, &state)) {
@@ -1338,6 +1358,10 @@ RSV__INLINE int rsv__follow_renew(rsv_follower *f) {
 RSV__INLINE int rsv__follow_renewed(rsv_follower *f) {
     for (int attempt = 0; attempt < 5; attempt++) {
         int rc = rsv__follow_renew(f);
+        if (rc == RSV__IN_PLACE) {
+            f->retry_at_ns = 0; /* f->sequence is the one just read from it */
+            return 0;
+        }
         if (rc == RSV__ORPHANED) break;
         if (rc != RSV__AGAIN) return rc;
     }

@@ -17,7 +17,8 @@ mapping.
 When the daemon dies the control file and the current generation stay, so lookups go on; when
 it comes back it rewrites the control file in place and the next lookup notices. A control file
 retired (generation 0: renewed by the publisher, or purged) sends the refresh to the control
-file's name, which it maps and follows from then on if it names a generation. Until one does
+file's name, which it maps and follows from then on if it names a generation (a file still at
+the name that was set to no generation in place is simply watched on). Until one does
 (the registry was purged and is not served again yet, or the file at the name cannot be mapped)
 the follower keeps its generation and looks at the name again at most every `RETRY_SECONDS`,
 from a lookup: the retired file's sequence never moves again, so waiting for it would strand the
@@ -125,6 +126,7 @@ class Following(Resolver):
             ) from None
         self._control: mmap.mmap | None = control
         self._words: memoryview | None = memoryview(control).cast("Q")
+        self._control_id = _file_id(self.control_path)
         for _ in range(5):
             state = read_control(self._control)
             if state.generation == 0:
@@ -200,6 +202,10 @@ class Following(Resolver):
             if _names(state, current):
                 return self._keep(current, state.sequence)  # repaired or adopted
             if state.generation == 0:
+                if _file_id(self.control_path) == self._control_id:
+                    # Not retired: the very file, set to no generation in place (a daemon
+                    # that found nothing to adopt). Its sequence moves when it names one.
+                    return self._keep(current, state.sequence)
                 renewed = self._renewed()
                 if renewed is None:
                     return self._orphaned(current)
@@ -252,6 +258,7 @@ class Following(Resolver):
                     control.close()
             # The retired file stays mapped until the last lookup bound to it is gone.
             self._control, self._words, self._publisher = control, words, owner
+            self._control_id = _file_id(self.control_path)
             return fresh
         return None
 
@@ -316,6 +323,16 @@ class Following(Resolver):
         current = self.__dict__.get("_current")
         generation = current.generation if current is not None else "closed"
         return f"<Following {self.name!r} in {self.directory} at generation {generation}>"
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, None if there is none. Read just after mapping
+    it: a file renamed into its place in between only sends a refresh the longer way."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _names(state: ControlState, current: Resolver) -> bool:

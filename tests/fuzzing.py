@@ -53,7 +53,9 @@ from resolverd.shm_layout import (
     HEADER_FIXED_SIZE,
     RECORD_DTYPES,
     SECTION_DTYPE,
+    VERSION_MAJOR,
     Section,
+    field_offset,
     header_checksum,
     header_size_for,
     read_header,
@@ -742,3 +744,12 @@ def _check_file(buf: bytes, directory: Path, outcome: str) -> None:
                 _exercise(resolver, () if outcome == "verified" else TRUSTED)
     finally:
         path.unlink()
+
+
+def of_the_previous_major_version(path: Path) -> None:
+    """Rewrite the snapshot at `path` as the previous layout major version would have stamped
+    it, its header checksum made good: what a release before an upgrade leaves behind."""
+    written = bytearray(path.read_bytes())
+    struct.pack_into("<H", written, field_offset(HEADER_DTYPE, "version_major"), VERSION_MAJOR - 1)
+    reseal_header(written)
+    path.write_bytes(written)

@@ -37,7 +37,7 @@ from resolverd.shm_layout import (
     set_generation,
 )
 
-from ..fuzzing import reseal_payload
+from ..fuzzing import of_the_previous_major_version, reseal_payload
 from ..publishing import publish_until_a_renewal_is_next
 from ..unit.registries import instrument
 from .daemons import AARTI, AARTI_RENUMBERED, NIFTY_CALL, Daemon, wait_for, write_kite
@@ -628,19 +628,21 @@ def test_a_c_follower_moves_to_a_renewed_control_file(
         publisher.close()
 
 
+def infy_at(generation: int, token: int) -> bytearray:
+    """A snapshot of one instrument, NSE:INFY, with Kite token `token`."""
+    registry = Registry.from_instruments([instrument("NSE:INFY", token)])
+    return compile_snapshot(registry, generation=generation)
+
+
 def test_a_c_follower_of_a_purged_registry_follows_it_when_it_is_served_again(
     programs: dict[str, Path], tmp_path: Path
 ) -> None:
     """The purged control segment is retired and never written again: the follower looks at
     the name every retry_ns until a new publisher serves the registry there."""
 
-    def snapshot(generation: int, token: int) -> bytearray:
-        registry = Registry.from_instruments([instrument("NSE:INFY", token)])
-        return compile_snapshot(registry, generation=generation)
-
     publisher = Publisher(tmp_path, "universe", grace=0.0)
     publisher.adopt()
-    publisher.publish(snapshot(1, 101))
+    publisher.publish(infy_at(1, 101))
     hour = 3600 * 10**9
     with (
         CFollower(programs["follow"], tmp_path, "NSE:INFY", retry_ns=hour) as waiting,
@@ -653,12 +655,39 @@ def test_a_c_follower_of_a_purged_registry_follows_it_when_it_is_served_again(
         successor = Publisher(tmp_path, "universe", grace=0.0)
         successor.adopt()
         try:
-            successor.publish(snapshot(successor.next_generation, 202))  # generation 1 again
+            successor.publish(infy_at(successor.next_generation, 202))  # generation 1 again
             assert waiting.check() == "switched 0 generation 1 token 101\n"
             assert eager.check() == "switched 1 generation 1 token 202\n"
-            successor.publish(snapshot(successor.next_generation, 303))
+            successor.publish(infy_at(successor.next_generation, 303))
             assert eager.check() == "switched 1 generation 2 token 303\n"
             assert (waiting.finish(), eager.finish()) == (0, 0)
+        finally:
+            successor.close()
+
+
+def test_a_c_follower_watches_a_control_file_set_to_no_generation_in_place(
+    programs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A new daemon that finds nothing to adopt (here: the previous release's generation, of
+    another layout major version) sets the control file to no generation in place: the follower
+    keeps watching that file and follows the next publish at once, with no retry interval."""
+
+    publisher = Publisher(tmp_path, "universe", grace=0.0)
+    publisher.adopt()
+    publisher.publish(infy_at(1, 101))
+    publisher.close()
+    hour = 3600 * 10**9
+    with CFollower(programs["follow"], tmp_path, "NSE:INFY", retry_ns=hour) as follower:
+        assert follower.opened() == "generation 1 token 101\n"
+        old = tmp_path / "resolverd.universe.1.snap"
+        of_the_previous_major_version(old)
+        successor = Publisher(tmp_path, "universe", grace=0.0)
+        assert old in successor.adopt()
+        try:
+            assert follower.check() == "switched 0 generation 1 token 101\n"
+            successor.publish(infy_at(successor.next_generation, 202))
+            assert follower.check() == "switched 1 generation 2 token 202\n"
+            assert follower.finish() == 0
         finally:
             successor.close()
 

@@ -27,11 +27,10 @@ from resolverd.daemon.publish import Publisher, purge
 from resolverd.shm_layout import (
     CONTROL_SEQUENCE_LIMIT,
     CONTROL_SEQUENCE_OFFSET,
-    VERSION_MAJOR,
     control_file_name,
 )
 
-from ..fuzzing import reseal_header
+from ..fuzzing import of_the_previous_major_version
 from ..publishing import publish_until_a_renewal_is_next
 from .registries import instrument
 
@@ -476,19 +475,19 @@ def test_after_an_upgrade_of_the_layout_the_new_daemon_replaces_the_old_generati
     publisher: Publisher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The previous release's generation (another major layout version) is unreadable to the
-    new daemon: it removes the file, publishes a fresh generation, and readers follow it."""
-    monkeypatch.setattr(_follow, "RETRY_SECONDS", 0.0)
+    new daemon: it removes the file, sets the control file to no generation in place, publishes
+    a fresh generation into it, and readers follow at once (no retry interval: the file they
+    watch is the one at the name)."""
+    monkeypatch.setattr(_follow, "RETRY_SECONDS", 3600.0)
     with open_followed(publisher) as resolver:
         assert resolver.token("NSE:INFY", "kite") == 408065
         publisher.close()
         old = publisher.directory / "resolverd.universe.1.snap"
-        written = bytearray(old.read_bytes())
-        struct.pack_into("<H", written, 8, VERSION_MAJOR - 1)  # version_major
-        reseal_header(written)
-        old.write_bytes(written)
+        of_the_previous_major_version(old)
         successor = Publisher(publisher.directory, "universe")
         assert old in successor.adopt()
         assert resolver.token("NSE:INFY", "kite") == 408065  # the mapping outlives the file
+        assert resolver._retry_at is None  # type: ignore[attr-defined]  # watching, not polling
         successor.publish(snapshot(successor.next_generation, 999))
         assert resolver.token("NSE:INFY", "kite") == 999
         assert resolver.generation == 2
