@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ._extras import require
 from ._files import write_atomically
 from .client import Resolver
 from .compiler import compile_snapshot
@@ -97,6 +98,7 @@ def run_demo(size: int, *, seed: int = 0, out: str | None = None, parent: str | 
     """
     if size < 1:
         raise ResolverError(f"--size {size}: the universe needs at least one instrument")
+    require("daemon", "zmq", "uvloop", needed_by="resolverd demo (it serves the universe)")
     started = time.perf_counter()
     base = parent if parent is not None else (str(SHM) if SHM.is_dir() else None)
     try:

@@ -243,6 +243,7 @@ def test_without_the_postgres_extra_a_database_command_exits_78_saying_what_to_i
         (["status", "--control", "ipc:///nonexistent/control"], "a request to the daemon"),
         (["reload", "--control", "ipc:///nonexistent/control"], "a request to the daemon"),
         (["watch", "--publish", "ipc:///nonexistent/pub"], "resolverd watch"),
+        (["demo", "--size", "10"], "resolverd demo (it serves the universe)"),
     ],
 )
 def test_without_the_daemon_extra_a_daemon_command_exits_78_saying_what_to_install(
