@@ -22,6 +22,7 @@ units=$(dirname "$(realpath "$0")")
 
 boot() {
     work=/mnt  # the tmpfs hides it in this mount namespace only
+    mkdir -p "$work"
     mount -t tmpfs tmpfs "$work"
     mkdir "$work/upper" "$work/work" "$work/root"
     mount -t overlay overlay -o "lowerdir=/,upperdir=$work/upper,workdir=$work/work" "$work/root"
