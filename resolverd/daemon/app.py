@@ -605,9 +605,28 @@ class Daemon:
         self.notifier.close()
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; the new soft limit.
+
+    systemd starts services with a soft limit of 1024 and leaves raising it to the service.
+    Every peer connection (metrics, the control and PUB sockets) costs the daemon a descriptor,
+    and a reload that cannot open its files fails: the headroom is cheap, since nothing here
+    uses select(2), which is what the low default protects.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
 def serve(config: Config, run: Callable[[Awaitable[int]], int] | None = None) -> int:
     """Run the daemon on uvloop until it stops; its exit code."""
     import uvloop
+
+    raise_open_file_limit()
 
     async def main() -> int:
         return await Daemon(config).run()

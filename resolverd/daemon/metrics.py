@@ -18,7 +18,9 @@ The HTTP side follows RFC 9112 only as far as a scraper needs it. Rules:
 
 1. No client can hold a connection or memory without bound: at most `MAX_HEAD` bytes of request
    head are read, within `HEAD_TIMEOUT` seconds; the response must be taken within as long, and
-   it always closes the connection.
+   it always closes the connection. At most `MAX_CLIENTS` connections are served at once; one
+   more is reset at once, so that local clients opening connections faster than the timeout
+   closes them cannot take the file descriptors the daemon's reloads need.
 2. No client can raise into the event loop: every failure of a connection ends that connection
    and is logged at debug on ``resolverd.metrics``.
 """
@@ -39,6 +41,7 @@ from resolverd.errors import ConfigError
 __all__ = [
     "CONTENT_TYPE",
     "HEAD_TIMEOUT",
+    "MAX_CLIENTS",
     "MAX_HEAD",
     "Metrics",
     "serve_metrics",
@@ -49,6 +52,7 @@ log = logging.getLogger("resolverd.metrics")
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 MAX_HEAD: Final = 8 * 1024
 HEAD_TIMEOUT: Final = 5.0
+MAX_CLIENTS: Final = 32  # a scraper uses one; a few people with curl add a handful
 
 
 class Metrics:
@@ -366,7 +370,12 @@ async def _serve_one(
 
 
 async def serve_metrics(
-    metrics: Metrics, host: str, port: int, *, head_timeout: float = HEAD_TIMEOUT
+    metrics: Metrics,
+    host: str,
+    port: int,
+    *,
+    head_timeout: float = HEAD_TIMEOUT,
+    max_clients: int = MAX_CLIENTS,
 ) -> asyncio.Server:
     """Start serving ``GET /metrics`` on host:port (port 0 picks a free one: read it from the
     returned server's ``sockets``). The server is already listening; close it to stop.
@@ -374,7 +383,14 @@ async def serve_metrics(
     Raises ConfigError when the address cannot be listened on (in use, not ours, unresolvable).
     """
 
+    clients = 0
+
     async def serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal clients
+        if clients >= max_clients:
+            writer.transport.abort()  # at once: the descriptor is what is being kept free
+            return
+        clients += 1
         try:
             await _serve_one(metrics, head_timeout, reader, writer)
         except asyncio.CancelledError:
@@ -382,6 +398,8 @@ async def serve_metrics(
             # handler task as an unhandled error, so the task ends normally instead; it is the
             # top of its own task, so nobody waits for the cancellation to come through.
             log.debug("metrics client %s: cancelled", writer.get_extra_info("peername"))
+        finally:
+            clients -= 1
 
     try:
         # The stream's limit bounds a single line, so a head without line breaks cannot grow

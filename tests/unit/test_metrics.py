@@ -4,10 +4,14 @@ loopback sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import resource
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -369,6 +373,51 @@ def test_a_client_that_sends_nothing_does_not_break_the_next_request(
     assert all(r.levelno == logging.DEBUG for r in metrics_records)
 
 
+def test_clients_past_the_limit_are_reset_and_a_slot_comes_back_when_one_leaves() -> None:
+    """Silent connections, opened faster than the head timeout closes them, must not pile up:
+    past the limit a connection is reset at once."""
+
+    async def refused(port: int) -> bool:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /metrics HTTP/1.1\r\n\r\n")
+            await writer.drain()
+            return await reader.read() == b""
+        except ConnectionResetError:
+            return True
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionResetError):
+                await writer.wait_closed()
+
+    async def scenario(port: int) -> tuple[list[bool], Response]:
+        silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+        await asyncio.sleep(0.1)  # let the server take all four
+        outcomes = [await refused(port) for _ in range(3)]
+        _, leaving = silent.pop()
+        leaving.close()
+        await leaving.wait_closed()
+        await asyncio.sleep(0.1)
+        served = await exchange(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+        for _, writer in silent:
+            writer.close()
+            await writer.wait_closed()
+        return outcomes, served
+
+    async def main() -> tuple[list[bool], Response]:
+        server = await serve_metrics(Metrics(), "127.0.0.1", 0, max_clients=4)
+        try:
+            async with asyncio.timeout(20):  # a guard against a hung test
+                return await scenario(server.sockets[0].getsockname()[1])
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    outcomes, served = asyncio.run(main())
+    assert outcomes == [True, True, True]
+    assert served.status == 200
+
+
 def test_an_address_already_in_use_is_a_config_error() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
@@ -397,3 +446,21 @@ def test_a_connection_cut_short_by_shutdown_is_not_reported_as_an_error() -> Non
     asyncio.run(main()).close()
 
     assert errors == []
+
+
+def test_the_daemon_raises_its_soft_open_file_limit_to_the_hard_one() -> None:
+    """Under systemd a service starts with 1024 descriptors however high the hard limit."""
+    program = (
+        "import resource\n"
+        "from resolverd.daemon.app import raise_open_file_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(64, hard), hard))\n"
+        "print(raise_open_file_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    returned, soft, hard = (int(v) for v in result.stdout.split())
+    assert returned == soft
+    assert soft == hard or hard == resource.RLIM_INFINITY
