@@ -225,6 +225,9 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    control = _control_state(args.snapshot)
+    if control is not None:
+        return _print_inspected(args, control, sections=None)
     with Resolver.open(args.snapshot, verify=args.verify) as resolver:
         h = resolver.header
         report = {
@@ -254,19 +257,49 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 for s in h.sections.values()
             },
         }
+    return _print_inspected(args, report, sections=report.pop("sections"))
+
+
+def _control_state(given: str) -> dict[str, Any] | None:
+    """What a registry's control file says, if `given` is one (an easy file to hand `inspect`:
+    it is the one named after the registry); None for anything else."""
+    from .shm_layout import CONTROL_MAGIC, read_control
+
+    path = Path(given)
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(CONTROL_MAGIC))
+    except OSError:
+        return None  # a name, or no such file: Resolver.open says which
+    if head != CONTROL_MAGIC:
+        return None
+    state = read_control(path.read_bytes())
+    return {
+        "control_file": str(path),
+        "generation": state.generation,
+        "snapshot": str(path.parent / state.snapshot) if state.snapshot else None,
+        "payload_checksum": f"{state.payload_checksum:016x}",
+        "sequence": state.sequence,
+        "updated": dt.datetime.fromtimestamp(state.updated_ns / 1e9, dt.UTC).isoformat(),
+        "publisher_pid": state.publisher_pid,
+    }
+
+
+def _print_inspected(
+    args: argparse.Namespace, report: dict[str, Any], sections: dict[str, dict[str, Any]] | None
+) -> int:
     if args.json:
-        _print_json(report)
+        _print_json(report if sections is None else {**report, "sections": sections})
         return 0
     for field, value in report.items():
-        if field != "sections":
-            print(f"{field:22} {value}")
-    print(f"{'sections':22} {'offset':>12} {'bytes':>12} {'count':>10}  dtype")
-    sections: dict[str, dict[str, Any]] = report["sections"]
-    for name, entry in sections.items():
-        print(
-            f"  {name:20} {entry['offset']:12,} {entry['bytes']:12,} {entry['count']:10,}  "
-            f"{entry['dtype']}"
-        )
+        print(f"{field:22} {value}")
+    if sections is not None:
+        print(f"{'sections':22} {'offset':>12} {'bytes':>12} {'count':>10}  dtype")
+        for name, entry in sections.items():
+            print(
+                f"  {name:20} {entry['offset']:12,} {entry['bytes']:12,} {entry['count']:10,}  "
+                f"{entry['dtype']}"
+            )
     return 0
 
 

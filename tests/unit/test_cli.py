@@ -14,6 +14,8 @@ import pytest
 
 from resolverd import Registry, _files, cli, compile_snapshot
 from resolverd.cli import main
+from resolverd.daemon.publish import Publisher
+from resolverd.shm_layout import control_file_name, read_header
 
 from ..conftest import hidden_modules
 from .registries import sample_instruments
@@ -78,6 +80,27 @@ def test_inspect_reports_counts_and_sections(
     assert report["instruments"] == 3
     assert report["feeds"] == {"angel:NFO": 1, "angel:NSE": 1, "kite": 3, "upstox": 2}
     assert report["sections"]["keys"]["count"] == 3
+
+
+def test_inspect_of_a_control_file_shows_the_generation_it_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publisher = Publisher(tmp_path, "universe", grace=0.0)
+    publisher.adopt()
+    registry = Registry.from_instruments(sample_instruments())
+    publisher.publish(compile_snapshot(registry, generation=publisher.next_generation))
+    publisher.close()
+    control = tmp_path / control_file_name("universe")
+    code, out, _ = run(capsys, "inspect", str(control), "--json")
+    report = json.loads(out)
+    assert code == 0
+    snapshot = tmp_path / "resolverd.universe.1.snap"
+    assert (report["generation"], report["snapshot"]) == (1, str(snapshot))
+    header = read_header(snapshot.read_bytes())
+    assert report["payload_checksum"] == f"{header.payload_checksum:016x}"
+    code, text, _ = run(capsys, "inspect", str(control))
+    assert code == 0
+    assert "generation             1\n" in text
 
 
 def test_compile_writes_a_snapshot_from_a_kite_file(
