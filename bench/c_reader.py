@@ -58,8 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser, results: Path) -> None:
     )
 
 
+def find_compiler(variable: str = "CC", *names: str) -> str | None:
+    """The compiler $`variable` names, else the first of `names` (default cc, gcc) on PATH."""
+    return os.environ.get(variable) or next(
+        (found for name in names or ("cc", "gcc") if (found := shutil.which(name))), None
+    )
+
+
 def main(args: argparse.Namespace, command: str) -> int:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    compiler = find_compiler()
     if compiler is None:
         raise SystemExit("python -m bench c: no C compiler ($CC, cc or gcc)")
     if args.size < 1_000:
@@ -202,7 +209,7 @@ def markdown(results: Results, info: dict[str, Any], command: str) -> str:
 
 
 def _compiler_version() -> str:
-    compiler = os.environ.get("CC") or shutil.which("cc") or "cc"
+    compiler = find_compiler() or "cc"
     try:
         first = subprocess.run(
             [compiler, "--version"], capture_output=True, text=True, check=True

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import struct
 import subprocess
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.c_reader import find_compiler
 from resolverd import LayoutError, Resolver
 from resolverd.shm_layout import (
     BROKER_DTYPE,
@@ -57,7 +57,7 @@ TIMEOUT_S = 300  # a hang guard, not a speed test: a healthy run takes about a s
 @pytest.fixture(scope="module")
 def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fuzz_open.c, sanitized if the compiler can, else with -O2."""
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    compiler = find_compiler()
     if compiler is None:
         pytest.skip("no C compiler: neither $CC nor cc nor gcc is available")
     binary = tmp_path_factory.mktemp("c-fuzz") / "fuzz_open"

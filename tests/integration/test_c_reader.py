@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import struct
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from bench.c_reader import find_compiler
 from resolverd import LayoutError, Registry, Resolver, compile_snapshot
 from resolverd.daemon.publish import Publisher, purge
 from resolverd.loaders import load_kite
@@ -51,24 +51,29 @@ VECTORS = ROOT / "tests" / "conformance"
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Werror", f"-I{INCLUDE}"]
 
 
+def compiled(compiler: str, flags: list[str], source: str, binary: Path) -> Path:
+    """tests/c/`source`.c built into `binary`; the test fails with the compiler's output if
+    it does not compile."""
+    result = subprocess.run(
+        [compiler, *flags, str(SOURCES / f"{source}.c"), "-o", str(binary)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, f"{source}.c does not compile:\n{result.stderr}"
+    return binary
+
+
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """tests/c/*.c compiled with `cc -std=c99 -O2 -Wall -Werror -Iinclude`."""
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    compiler = find_compiler()
     if compiler is None:
         pytest.skip("no C compiler: neither $CC nor cc nor gcc is available")
     out = tmp_path_factory.mktemp("c")
-    built = {}
-    for source in ("conformance", "follow"):
-        binary = out / source
-        result = subprocess.run(
-            [compiler, *CFLAGS, str(SOURCES / f"{source}.c"), "-o", str(binary)],
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 0, f"{source}.c does not compile:\n{result.stderr}"
-        built[source] = binary
-    return built
+    return {
+        source: compiled(compiler, CFLAGS, source, out / source)
+        for source in ("conformance", "follow")
+    }
 
 
 def hexed(text: str | bytes) -> str:
@@ -133,18 +138,11 @@ def vectors() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def cxx_conformance(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/c/conformance.c compiled as C++17: order gateways in C++ include the header too."""
-    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    compiler = find_compiler("CXX", "c++", "g++")
     if compiler is None:
         pytest.skip("no C++ compiler: neither $CXX nor c++ nor g++ is available")
-    binary = tmp_path_factory.mktemp("cxx") / "conformance"
     flags = ["-x", "c++", "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE}"]
-    result = subprocess.run(
-        [compiler, *flags, str(SOURCES / "conformance.c"), "-o", str(binary)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, f"resolverd.h does not compile as C++:\n{result.stderr}"
-    return binary
+    return compiled(compiler, flags, "conformance", tmp_path_factory.mktemp("cxx") / "conformance")
 
 
 @pytest.mark.parametrize("language", ["c", "c++"])
