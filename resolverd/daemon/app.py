@@ -143,7 +143,7 @@ class RegistryService:
         )
         started, wall = time.monotonic(), time.time()
         self.daemon.metrics.last_reload_time[self.name] = wall
-        result = await self.daemon.run_build(job)
+        result = await self.daemon.worker.build(job)
         if isinstance(result, Built) and not result.unchanged:
             previous = publisher.generation
             try:
@@ -314,7 +314,7 @@ class Daemon:
             name: RegistryService(self, name, c) for name, c in config.registries.items()
         }
         self.started = time.time()
-        self._worker = BuildWorker()
+        self.worker = BuildWorker()  # every registry's builds, one at a time
         self._context: zmq.asyncio.Context | None = None
         self._pub: zmq.asyncio.Socket | None = None
         self._stop = asyncio.Event()
@@ -322,11 +322,6 @@ class Daemon:
         self.metrics_address: tuple[str, int] | None = None
         self._metrics_server: asyncio.Server | None = None
         self._ipc_paths: list[Path] = []
-
-    # -- builds ---------------------------------------------------------------------------------
-
-    async def run_build(self, job: Job) -> Built | Failed:
-        return await self._worker.build(job)
 
     # -- announcements --------------------------------------------------------------------------
 
@@ -594,7 +589,7 @@ class Daemon:
             service.publisher.close()
         # A build still running is abandoned: its temporary file is removed by the next
         # instance's adopt, and nothing it did is visible to readers.
-        self._worker.stop()
+        self.worker.stop()
         if self._metrics_server is not None:
             self._metrics_server.close()
             await self._metrics_server.wait_closed()
