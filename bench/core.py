@@ -23,7 +23,7 @@ from resolverd.loaders import load_kite
 from resolverd.synthetic import generate_universe
 
 from . import profile, timing
-from .data import BROKER, FEED, Universe, build, fresh, shuffled
+from .data import BROKER, FEED, Universe, build, fresh, pure_python, shuffled
 from .peers import LmdbPeer, dict_batch, dict_get_batch, lmdb_missing
 
 KITE_FILE = (
@@ -40,8 +40,18 @@ RANDOM_QUERIES = 200_000
 HOT_BATCHES = 300
 ROUNDS = 10
 """Contenders take turns in this many rounds, so that a passing load hits all of them alike."""
-HOT_TARGETS_NS = {"fingerprint": 250, "cache": 120}
-"""The issue's bounds on a hot token(): the default fingerprint mode, and with cache=True."""
+HOT_TARGETS_NS = {"fingerprint": 250, "pure": 250, "cache": 120}
+"""The issue's bounds on a hot token(): the default fingerprint mode (compiled, and pure
+Python beside it), and with cache=True."""
+MODE_NAMES = {
+    "fingerprint": " (fingerprint mode, the default)",
+    "pure": ", pure Python (fingerprint mode)",
+    "strict": ", strict=True",
+    "pure strict": ", strict=True, pure Python",
+    "cache": ", cache=True",
+}
+"""How a row names the resolver it measured. Without "pure Python" a row measured the compiled
+lookups (resolverd/_speedups.c), the default wherever they were built."""
 
 Log = Callable[[str], None]
 
@@ -194,6 +204,13 @@ def _lookups(results: Results, universe: Universe, path: Path, log: Log) -> None
         "strict": Resolver.open(path, strict=True),
         "cache": Resolver.open(path, cache=True),
     }
+    with pure_python():
+        resolvers["pure"] = Resolver.open(path)
+        resolvers["pure strict"] = Resolver.open(path, strict=True)
+    if not resolvers["fingerprint"].compiled:
+        reason = "resolverd._speedups is not built: every figure is pure Python"
+        log(f"note: {reason}")
+        results.notes.append(reason + ".")
     try:
         overhead = timing.loop_overhead()
         results.notes.append(
@@ -204,7 +221,7 @@ def _lookups(results: Results, universe: Universe, path: Path, log: Log) -> None
         _hot_reverse(results, universe, resolvers, log)
         _random(results, universe, resolvers, by_key, lmdb_peer, log)
         _batch_tokens(results, universe, resolvers["fingerprint"], by_key, lmdb_peer, log)
-        _batch_keys(results, universe, resolvers["fingerprint"], log)
+        _batch_keys(results, universe, resolvers["fingerprint"], resolvers["pure"], log)
     finally:
         if lmdb_peer is not None:
             lmdb_peer.close()
@@ -244,11 +261,7 @@ def _hot(
     measured = timing.interleaved(contenders, ROUNDS)
     peers = {"dict": measured["dict"], "lmdb": measured.get("lmdb")}
     for mode in resolvers:
-        option = {
-            "fingerprint": " (fingerprint mode, the default)",
-            "strict": ", strict=True",
-            "cache": ", cache=True",
-        }[mode]
+        option = MODE_NAMES[mode]
         row = _timed_row(
             f"token() hot key{option}", measured[mode], peers, ratio_to=("dict", "lmdb")
         )
@@ -257,14 +270,15 @@ def _hot(
             row.checks.append(Check(f"<= {bound} ns", measured[mode].p50, bound))
         results.rows.append(row)
     results.tables[
-        "token(): where the time goes (fingerprint mode; 100,000 random keys, run back to back "
-        "with no peer in between, find the tables warmer than the interleaved figure above)"
+        "pure-Python token(): where the time goes (fingerprint mode; 100,000 random keys, run "
+        "back to back with no peer in between, find the tables warmer than the interleaved "
+        "figure above)"
     ] = profile.token_steps(
         universe.snapshot,
         key,
         BROKER,
         expected,
-        resolvers["fingerprint"],
+        resolvers["pure"],
         [universe.keys[i] for i in shuffled(len(universe.keys), seed=4)[:100_000].tolist()],
     )
     log("  " + ", ".join(f"{name} {t.p50:.0f} ns" for name, t in measured.items()))
@@ -276,7 +290,8 @@ def _hot_reverse(
     """key() on one hot token, without and with the per-process cache, beside a dict."""
     key, token = _hot_key(universe)
     by_token = universe.key_by_token()
-    for mode in ("fingerprint", "cache"):
+    modes = ("fingerprint", "pure", "cache")
+    for mode in modes:
         assert resolvers[mode].key(token, FEED) == key
     assert by_token[token] == key
     batches = HOT_BATCHES // ROUNDS
@@ -284,15 +299,11 @@ def _hot_reverse(
     def hot(r: Resolver) -> Callable[[int], timing.Timing]:
         return lambda _: timing.hot(r.key, token, FEED, batches=batches)
 
-    measured = timing.interleaved(
-        {
-            "fingerprint": hot(resolvers["fingerprint"]),
-            "cache": hot(resolvers["cache"]),
-            "dict": lambda _: timing.hot_subscript(by_token, token, batches=batches),
-        },
-        ROUNDS,
-    )
-    for mode, option in (("fingerprint", ""), ("cache", ", cache=True")):
+    contenders = {mode: hot(resolvers[mode]) for mode in modes}
+    contenders["dict"] = lambda _: timing.hot_subscript(by_token, token, batches=batches)
+    measured = timing.interleaved(contenders, ROUNDS)
+    for mode in modes:
+        option = "" if mode == "fingerprint" else MODE_NAMES[mode]
         results.rows.append(
             _timed_row(
                 f"key() hot token{option}",
@@ -319,7 +330,8 @@ def _random(
 
     # The answers first, on one fresh list (and not one that is timed: its hashes are cached).
     queries = fresh(ordered)
-    for mode in ("fingerprint", "strict"):
+    modes = ("fingerprint", "pure", "strict", "pure strict")
+    for mode in modes:
         got = np.fromiter(map(resolvers[mode].token, queries, [BROKER] * n), np.uint64, n)
         assert np.array_equal(got, expected), f"{mode} mode answers differ"
     assert dict_batch(by_key, queries) == expected.tolist()
@@ -339,35 +351,28 @@ def _random(
     def segment(r: int) -> list[str]:
         return fresh(ordered[r * length : (r + 1) * length])
 
-    fingerprint, strict = resolvers["fingerprint"].token, resolvers["strict"].token
-    contenders: dict[str, Callable[[int], timing.Timing]] = {
-        "fingerprint": lambda r: timing.over(fingerprint, segment(r), BROKER),
-        "strict": lambda r: timing.over(strict, segment(r), BROKER),
-        "dict": lambda r: timing.over_subscript(by_key, segment(r)),
-    }
+    def over(token: Callable[[str, str], Any]) -> Callable[[int], timing.Timing]:
+        return lambda r: timing.over(token, segment(r), BROKER)
+
+    contenders = {mode: over(resolvers[mode].token) for mode in modes}
+    contenders["dict"] = lambda r: timing.over_subscript(by_key, segment(r))
     if lmdb_peer is not None:
         contenders["lmdb"] = lambda r: lmdb_peer.over(segment(r))
     measured = timing.interleaved(contenders, ROUNDS)
     peers = {"dict": measured["dict"], "lmdb": measured.get("lmdb")}
     checks = (("lmdb", 0.5, False), ("dict", 1.0, True))
     where = f"{len(universe.registry):,}-instrument snapshot"
-    results.rows.append(
-        _timed_row(
-            f"token() uniform random keys, {where}",
-            measured["fingerprint"],
-            peers,
-            ratio_to=("dict", "lmdb"),
-            checks=checks,
+    for mode in modes:
+        option = "" if mode == "fingerprint" else MODE_NAMES[mode]
+        results.rows.append(
+            _timed_row(
+                f"token() uniform random keys{option}, {where}",
+                measured[mode],
+                peers,
+                ratio_to=("dict", "lmdb"),
+                checks=checks if "strict" not in mode else (),
+            )
         )
-    )
-    results.rows.append(
-        _timed_row(
-            f"token() uniform random keys, strict=True, {where}",
-            measured["strict"],
-            peers,
-            ratio_to=("dict", "lmdb"),
-        )
-    )
     log("  " + ", ".join(f"{name} {t.p50:.0f} ns" for name, t in measured.items()))
 
 
@@ -405,22 +410,24 @@ def _batch_tokens(
     log(f"  {mine.p50:.0f} ns/key; " + ", ".join(f"{k} {t.p50:.0f}" for k, t in peers.items()))
 
 
-def _batch_keys(results: Results, universe: Universe, resolver: Resolver, log: Log) -> None:
+def _batch_keys(
+    results: Results, universe: Universe, resolver: Resolver, pure: Resolver, log: Log
+) -> None:
+    """keys() and feed_ordinals() over every Kite token, shuffled: the default resolver and a
+    pure-Python one, beside a dict."""
     n = len(universe.keys)
     order = shuffled(n, seed=3)
     tokens = universe.tokens[order].copy()
     expected_keys = [universe.keys[i] for i in order.tolist()]
     log(f"batch keys() and feed_ordinals() over {n:,} tokens (a uint64 array) ...")
-    got = resolver.keys(tokens, FEED)
-    assert got.astype(str).tolist() == expected_keys
-    ordinals = resolver.feed_ordinals(tokens, FEED)
-    assert (ordinals >= 0).all()
+    contenders = {"": resolver, ", pure Python": pure}
+    for r in contenders.values():
+        assert r.keys(tokens, FEED).astype(str).tolist() == expected_keys
+        assert (r.feed_ordinals(tokens, FEED) >= 0).all()
     by_token = universe.key_by_token()
     token_list = tokens.tolist()
     assert dict_get_batch(by_token, token_list) == expected_keys
     repeats = 20 if n <= 200_000 else 7
-    mine = timing.whole(lambda: resolver.keys(tokens, FEED), n, repeats=repeats)
-    ords = timing.whole(lambda: resolver.feed_ordinals(tokens, FEED), n, repeats=repeats)
     peer = timing.whole(lambda: dict_get_batch(by_token, token_list), n, repeats=repeats)
     tolist = timing.whole(tokens.tolist, n, repeats=repeats)
     peers = {"dict [d.get(t) for t in tokens]": peer}
@@ -428,25 +435,32 @@ def _batch_keys(results: Results, universe: Universe, resolver: Resolver, log: L
         f"the dict peer's input is a list of int; turning the uint64 array into one "
         f"(`tolist()`) costs a further {tolist.p50:.1f} ns/token"
     )
-    row = _timed_row(
-        f"keys(tokens, 'kite') batch of {n:,}, per token",
-        mine,
-        peers,
-        ratio_to=tuple(peers),
-        note=note,
-    )
-    row.checks.append(Check("<= 20 ns/token", mine.p50, 20))
-    results.rows.append(row)
-    results.rows.append(
-        _timed_row(
-            f"feed_ordinals(tokens, 'kite') batch of {n:,}, per token",
-            ords,
+    figures = []
+    for option, r in contenders.items():
+        mine = timing.whole(lambda r=r: r.keys(tokens, FEED), n, repeats=repeats)
+        ords = timing.whole(lambda r=r: r.feed_ordinals(tokens, FEED), n, repeats=repeats)
+        row = _timed_row(
+            f"keys(tokens, 'kite') batch of {n:,}{option}, per token",
+            mine,
             peers,
             ratio_to=tuple(peers),
+            note=note,
         )
+        row.checks.append(Check("<= 20 ns/token", mine.p50, 20))
+        results.rows.append(row)
+        results.rows.append(
+            _timed_row(
+                f"feed_ordinals(tokens, 'kite') batch of {n:,}{option}, per token",
+                ords,
+                peers,
+                ratio_to=tuple(peers),
+            )
+        )
+        figures.append(f"keys{option} {mine.p50:.1f} ns/token, feed_ordinals {ords.p50:.1f}")
+    results.tables["pure-Python keys() batch: where the time goes"] = profile.keys_steps(
+        pure, tokens, FEED
     )
-    results.tables["keys() batch: where the time goes"] = profile.keys_steps(resolver, tokens, FEED)
-    log(f"  keys {mine.p50:.1f} ns/token, feed_ordinals {ords.p50:.1f}, dict {peer.p50:.1f}")
+    log("  " + "; ".join(figures) + f"; dict {peer.p50:.1f}")
 
 
 def _write_temporary(snapshot: bytearray) -> Path:

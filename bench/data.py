@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter_ns
 
@@ -59,3 +61,18 @@ def fresh(strings: Iterable[str]) -> list[str]:
 
 def shuffled(count: int, *, seed: int) -> NDArray[np.intp]:
     return np.random.default_rng(seed).permutation(count)
+
+
+@contextmanager
+def pure_python() -> Iterator[None]:
+    """Resolvers opened inside get the pure-Python lookups, as where resolverd._speedups was
+    not built (RESOLVERD_PURE_PYTHON=1, read when a resolver binds its lookups)."""
+    previous = os.environ.get("RESOLVERD_PURE_PYTHON")
+    os.environ["RESOLVERD_PURE_PYTHON"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["RESOLVERD_PURE_PYTHON"]
+        else:
+            os.environ["RESOLVERD_PURE_PYTHON"] = previous

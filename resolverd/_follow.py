@@ -81,6 +81,7 @@ _PROPERTIES = (
     "brokers",
     "feeds",
     "strict",
+    "compiled",
 )
 
 
@@ -173,14 +174,13 @@ class Following(Resolver):
     def _install(self, current: Resolver) -> None:
         self._current = current
         self._retry_at = None
-        self._sequence = current._follow_namespaces[0]["sequence"]
+        self._sequence = current._checked_sequence
         self.token, self.get_token = current.token, current.get_token
         self.key, self.get_key = current.key, current.get_key
 
     def _keep(self, current: Resolver, sequence: int) -> Resolver:
         """Stay on `current` and stop checking until the sequence moves past `sequence`."""
-        for namespace in current._follow_namespaces:
-            namespace["sequence"] = sequence
+        current._check_against(sequence)
         self._sequence = sequence
         return current
 
@@ -254,8 +254,7 @@ class Following(Resolver):
                 return None
             finally:
                 if fresh is None:
-                    words.release()
-                    control.close()
+                    _unmap(words, control)
             # The retired file stays mapped until the last lookup bound to it is gone.
             self._control, self._words, self._publisher = control, words, owner
             self._control_id = _file_id(self.control_path)
@@ -307,22 +306,31 @@ class Following(Resolver):
     def close(self) -> None:
         """Unmap the control segment and the current generation; lookups then raise."""
         self._retry_at = None  # so a lookup bound before reaches `_refresh`, which refuses it
-        words, self._words = self._words, None
-        if words is not None:
-            words.release()
-        control, self._control = self._control, None
-        if control is not None:
-            control.close()
         current = self.__dict__.pop("_current", None)
         if current is not None:
             current.close()
             self.token, self.get_token = current.token, current.get_token
             self.key, self.get_key = current.key, current.get_key
+        words, self._words = self._words, None
+        control, self._control = self._control, None
+        _unmap(words, control)
 
     def __repr__(self) -> str:
         current = self.__dict__.get("_current")
         generation = current.generation if current is not None else "closed"
         return f"<Following {self.name!r} in {self.directory} at generation {generation}>"
+
+
+def _unmap(words: memoryview | None, control: mmap.mmap | None) -> None:
+    """Release a control file's words and unmap it, unless the compiled lookups of a
+    generation still alive hold them: then reference counting unmaps it with the last one."""
+    try:
+        if words is not None:
+            words.release()
+        if control is not None:
+            control.close()
+    except BufferError:
+        pass
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

@@ -31,6 +31,11 @@ import xxhash
 from numpy.typing import ArrayLike, NDArray
 
 from . import _hot, phf
+
+try:
+    from . import _speedups
+except ImportError:  # built where a C compiler was found (setup.py); else pure Python
+    _speedups = None  # type: ignore[assignment]
 from ._trust import Owner, check_file, trusted_owners
 from .errors import LayoutError, UnavailableError, UnknownNameError, UntrustedError
 from .model import BrokerToken, Instrument, days_to_date
@@ -447,6 +452,14 @@ class Resolver:
             if feed.targets.size and int(feed.targets.max()) >= self._n:
                 raise LayoutError(f"feed {feed.name}: targets hold an ordinal out of range")
 
+    def _check_against(self, sequence: int) -> None:
+        """Make a following resolver's checks compare with `sequence` (-1: never equal)."""
+        self._checked_sequence = sequence
+        for namespace in self._follow_namespaces:
+            namespace["sequence"] = sequence
+        if self._checked is not None:
+            self._checked.sequence = sequence & MASK64
+
     # -- single lookups -----------------------------------------------------------------------
 
     def _bind(self, *, cache: bool, cache_limit: int, follow: dict[str, Any] | None) -> None:
@@ -487,30 +500,55 @@ class Resolver:
             get_token = _hot.bind(_hot.get_token, **tables)
         key = _hot.bind(_hot.key, **reverse)
         get_key = _hot.bind(_hot.get_key, **reverse)
+        memory = self._memory
+        assert memory is not None  # bound while open
+        self._compiled = _compiled_lookups(memory, self.strict)
+        if self._compiled is not None:
+            token, get_token = self._compiled.token, self._compiled.get_token
+            key, get_key = self._compiled.key, self._compiled.get_key
         if cache:
             token, get_token = _cached(token, get_token, columns, cache_limit, "broker")
             key, get_key = _cached(key, get_key, feeds, cache_limit, "feed")
+        self._follow_namespaces: list[dict[str, Any]] = []
+        self._checked: Any = None
+        self._checked_sequence = 0
         if follow is not None:
             # What a follower whose control file is retired resolves with: no check to fail.
             self._unchecked = _Lookups(token, get_token, key, get_key)
+            self._checked_sequence = follow["sequence"]
+            if self._compiled is not None and not cache:
+                # The compiled lookups again, each behind the one-load check.
+                self._checked = _compiled_lookups(
+                    memory,
+                    self.strict,
+                    control=follow["control"],
+                    sequence=follow["sequence"],
+                    follow=follow["follow"],
+                )
+            if self._checked is not None:
+                token, get_token = self._checked.token, self._checked.get_token
+                key, get_key = self._checked.key, self._checked.get_key
             # The checked twins: inlined where the lookup is cheap enough for a wrapper's
             # call to matter, else the lookup behind `_hot.followed`.
-            if self.strict or cache:
-                token = _hot.bind(_hot.followed, inner=token, attribute="token", **follow)
-                get_token = _hot.bind(
-                    _hot.followed, inner=get_token, attribute="get_token", **follow
-                )
             else:
-                token = _hot.bind(_hot.followed_token, **follow, **tables)
-                get_token = _hot.bind(_hot.followed_get_token, **follow, **tables)
-            if cache:
-                key = _hot.bind(_hot.followed, inner=key, attribute="key", **follow)
-                get_key = _hot.bind(_hot.followed, inner=get_key, attribute="get_key", **follow)
-            else:
-                key = _hot.bind(_hot.followed_key, **follow, **reverse)
-                get_key = _hot.bind(_hot.followed_get_key, **follow, **reverse)
-            # Where a following resolver's checks keep the sequence they compare with.
-            self._follow_namespaces = [f.__globals__ for f in (token, get_token, key, get_key)]
+                wrapped = cache or self._compiled is not None
+                if self.strict or wrapped:
+                    token = _hot.bind(_hot.followed, inner=token, attribute="token", **follow)
+                    get_token = _hot.bind(
+                        _hot.followed, inner=get_token, attribute="get_token", **follow
+                    )
+                else:
+                    token = _hot.bind(_hot.followed_token, **follow, **tables)
+                    get_token = _hot.bind(_hot.followed_get_token, **follow, **tables)
+                if wrapped:
+                    key = _hot.bind(_hot.followed, inner=key, attribute="key", **follow)
+                    get_key = _hot.bind(_hot.followed, inner=get_key, attribute="get_key", **follow)
+                else:
+                    key = _hot.bind(_hot.followed_key, **follow, **reverse)
+                    get_key = _hot.bind(_hot.followed_get_key, **follow, **reverse)
+            if self._checked is None:
+                # Where a following resolver's checks keep the sequence they compare with.
+                self._follow_namespaces = [f.__globals__ for f in (token, get_token, key, get_key)]
 
         def key_of(s: int) -> str:
             return key_array[s].decode()  # type: ignore[no-any-return]
@@ -567,16 +605,21 @@ class Resolver:
             values = np.asarray(tokens)
             if values.dtype.kind not in "ui":
                 raise TypeError(f"feed {feed} has integer tokens; got an array of {values.dtype}")
+            compiled = self._compiled
+            if compiled is not None and (values.dtype.kind == "u" or not (values < 0).any()):
+                found = np.empty(values.shape, np.intp)
+                compiled.feed_ordinals_into(np.ascontiguousarray(values, np.uint64), feed, found)
+                return found
             wanted = values.astype(np.uint64, copy=False)
             hashes = phf.int_token_hash(wanted, table.seed)
         else:
+            objects = np.asarray(tokens, dtype=object)
             text = [
-                t if isinstance(t, bytes) else str(t).encode()
-                for t in np.asarray(tokens, dtype=object).tolist()
+                t if isinstance(t, bytes) else str(t).encode() for t in objects.ravel().tolist()
             ]
             hashes = np.array(
                 [xxhash.xxh3_64_intdigest(t, table.seed) for t in text], dtype=np.uint64
-            ).reshape(-1)
+            ).reshape(objects.shape)
             wanted = hashes
         slot = phf.query(hashes, table.pilots, table.bucket_bits, table.slot_count, table.remap)
         hit = table.tokens.take(slot) == wanted
@@ -585,13 +628,22 @@ class Resolver:
         found = table.targets.take(slot).astype(np.intp)
         if self.strict and table.kind != KIND_INT:
             column = self._broker_arrays[table.broker]
-            hit &= column[found] == np.array(text, dtype=column.dtype)
+            hit &= column[found] == np.array(text, dtype=column.dtype).reshape(found.shape)
         found[~hit] = -1
         return found
 
     def keys(self, tokens: ArrayLike, feed: str) -> NDArray[np.bytes_]:
         """The key of every token of a feed, as fixed-width UTF-8 bytes (numpy ``S``), b''
         where the feed does not have the token. ``.astype(str)`` makes them str."""
+        compiled = self._compiled
+        if compiled is not None and _named("feed", self._feeds, feed).kind == KIND_INT:
+            values = np.asarray(tokens)
+            if values.dtype.kind == "u" or (values.dtype.kind == "i" and not (values < 0).any()):
+                rows = np.empty(values.shape, self._keys.dtype)
+                found = np.empty(values.shape, np.intp)
+                wanted = np.ascontiguousarray(values, np.uint64)
+                compiled.feed_ordinals_into(wanted, feed, found, rows)
+                return rows
         found = self.feed_ordinals(tokens, feed)
         out = self._keys.take(found)  # take() gathers wide rows about 2x faster than [found]
         out[found < 0] = b""
@@ -668,6 +720,12 @@ class Resolver:
         return self.header.generation
 
     @property
+    def compiled(self) -> bool:
+        """Whether the single lookups and the integer feeds' batch reverse lookups are the
+        compiled ones (resolverd/_speedups.c) rather than the pure-Python ones."""
+        return self._compiled is not None
+
+    @property
     def checksum(self) -> int:
         """The payload checksum: equal on every host that compiled the same registry."""
         return self.header.payload_checksum
@@ -729,6 +787,9 @@ class Resolver:
             raise ValueError("the resolver is closed")
 
         self.token = self.get_token = self.key = self.get_key = closed
+        for compiled in (self.__dict__.get("_compiled"), self.__dict__.get("_checked")):
+            if compiled is not None:
+                compiled.release()
         self._ordinal = self._key_of = closed
         for name in ("_pilots", "_remap", "_fingerprints", "_keys", "_records"):
             setattr(self, name, None)
@@ -749,6 +810,21 @@ class Resolver:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _compiled_lookups(memory: memoryview, strict: bool, **follow: Any) -> Any:
+    """The compiled lookups over a snapshot (resolverd/_speedups.c), or None where they were
+    not built, or RESOLVERD_PURE_PYTHON=1 asks for the pure-Python ones, or the buffer is not
+    8-byte aligned (a slice of a larger one)."""
+    if _speedups is None or os.environ.get("RESOLVERD_PURE_PYTHON") == "1":
+        return None
+    address = np.frombuffer(memory, np.uint8, count=0).ctypes.data if len(memory) else 1
+    if address % 8:
+        return None
+    try:
+        return _speedups.Lookups(memory, strict, _unknown, **follow)
+    except ValueError as exc:
+        raise LayoutError(str(exc)) from None
 
 
 def _cached(

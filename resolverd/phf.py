@@ -146,9 +146,10 @@ def query(
     np.bitwise_xor(hashes, PILOT_MIX_ARRAY.take(pilots.take(work)), out=work)
     np.remainder(work, np.uint64(slot_count), out=work)
     ordinals = work.view(np.intp)  # slots < 2**32, so the bits are the same number
-    high = np.flatnonzero(ordinals >= n)
+    flat = ordinals.reshape(-1)  # flatnonzero's indexes are flat, whatever the shape
+    high = np.flatnonzero(flat >= n)
     if high.size:
-        ordinals[high] = remap.take(ordinals[high] - n)
+        flat[high] = remap.take(flat[high] - n)
     return ordinals
 
 

@@ -16,6 +16,37 @@ FYERS_FILE = SHARED_DATA / "fyers_NSE_CM_2024-06-25.csv"
 KITE_MOCKS = SHARED_DATA / "kiteconnect-mocks"
 
 
+# Modules whose every test runs twice: on the compiled lookups (resolverd/_speedups.c) and on
+# the pure-Python ones, which a machine without a C compiler gets. Elsewhere, whichever is built.
+BOTH_LOOKUPS = {
+    "test_client",
+    "test_compiler",
+    "test_follow",
+    "test_layout_fuzz",
+    "test_real_kite",
+    "test_ticker",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.rpartition(".")[2] in BOTH_LOOKUPS:
+        metafunc.fixturenames.append("lookups")
+        metafunc.parametrize("lookups", ["compiled", "pure"], indirect=True)
+
+
+@pytest.fixture
+def lookups(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which single and batch lookups a resolver opened in this test gets, by
+    $RESOLVERD_PURE_PYTHON (which subprocesses inherit too): "compiled" or "pure"."""
+    from resolverd import client
+
+    kind: str = getattr(request, "param", "compiled" if client._speedups else "pure")
+    if kind == "compiled" and client._speedups is None:
+        pytest.skip("resolverd._speedups was not built (no C compiler at install time)")
+    monkeypatch.setenv("RESOLVERD_PURE_PYTHON", "1" if kind == "pure" else "0")
+    return kind
+
+
 CONFORMANCE_SNAPSHOT = Path(__file__).resolve().parent / "conformance" / "vectors.snap"
 
 

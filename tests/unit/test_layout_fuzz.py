@@ -248,7 +248,9 @@ def test_a_lying_payload_the_fuzzer_found_is_refused_by_verify(
     refused(mutations, match, verify=True)
 
 
-def test_without_verify_a_lying_payload_raises_only_what_the_reader_documents() -> None:
+def test_without_verify_a_lying_payload_raises_only_what_the_reader_documents(
+    lookups: str,
+) -> None:
     string_count = section("strings.offsets").count - 1
     # was ValueError (an empty slice unpacked into start, end)
     bad_string = mutate([PayloadLie("records", 0, "segment", string_count)])
@@ -264,7 +266,8 @@ def test_without_verify_a_lying_payload_raises_only_what_the_reader_documents() 
     lies: list[Mutation] = [
         PayloadLie("key.remap", i, None, 2**32 - 1) for i in range(section("key.remap").count)
     ]
-    with Resolver(mutate(lies)) as r, pytest.raises(IndexError):
+    # Python indexes past the end of its memoryview; the compiled lookups check the ordinal.
+    with Resolver(mutate(lies)) as r, pytest.raises(IndexError if lookups == "pure" else KeyError):
         r.token(remapped[0], "kite")
     with pytest.raises(LayoutError, match=r"'key\.remap' holds an ordinal out of range"):
         Resolver(mutate(lies), verify=True)
