@@ -26,7 +26,7 @@ from resolverd import Resolver
 
 from . import report, timing
 from .core import CpuSample, Results, Row
-from .data import BROKER, FEED, build, fresh, shuffled
+from .data import BROKER, FEED, build, fresh, pure_python, shuffled
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = Path(__file__).resolve().parent / "c" / "lookup_bench.c"
@@ -132,14 +132,23 @@ def run(size: int, compiler: str, *, log: Any = print) -> Results:
             }
             for figure, expected in checks.items():
                 assert c[figure]["check"] == expected, f"C {figure}: wrong answers"
-            log("Python lookups, the same keys and order ...")
+            log("Python lookups, the same keys and order, compiled and pure Python ...")
             hot_key, hot_token = keys[hot], int(tokens[hot])
+            with pure_python():
+                pure = Resolver.open(snapshot)
+            clients = {"Python client": resolver, "Python client, pure Python": pure}
+            if not resolver.compiled:
+                del clients["Python client"]
             python = {
-                "token_hot": timing.hot(resolver.token, hot_key, BROKER),
-                "token_random": timing.over(resolver.token, fresh(keys), BROKER),
-                "key_hot": timing.hot(resolver.key, hot_token, FEED),
-                "key_random": timing.over(resolver.key, tokens.tolist(), FEED),
+                name: {
+                    "token_hot": timing.hot(r.token, hot_key, BROKER),
+                    "token_random": timing.over(r.token, fresh(keys), BROKER),
+                    "key_hot": timing.hot(r.key, hot_token, FEED),
+                    "key_random": timing.over(r.key, tokens.tolist(), FEED),
+                }
+                for name, r in clients.items()
             }
+            pure.close()
     titles = {
         "token_hot": "token(key, 'kite') hot key",
         "token_random": f"token(key, 'kite') uniform random keys, {size:,}-instrument snapshot",
@@ -149,10 +158,11 @@ def run(size: int, compiler: str, *, log: Any = print) -> Results:
     latency = c["memory_latency"]["p50"]
     for figure, title in titles.items():
         mine = c[figure]
-        theirs = python[figure]
         row = Row(title, "ns", mine["p50"], mine["p99"])
-        row.peers["Python client"] = (theirs.p50, theirs.p99)
-        row.ratios["Python client"] = mine["p50"] / theirs.p50
+        for client, figures in python.items():
+            theirs = figures[figure]
+            row.peers[client] = (theirs.p50, theirs.p99)
+            row.ratios[client] = mine["p50"] / theirs.p50
         if figure.endswith("random"):
             row.note = f"{mine['p50'] / latency:.2f} x the memory latency below"
         results.rows.append(row)

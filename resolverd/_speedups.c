@@ -396,6 +396,75 @@ static PyObject *Lookups_feed_ordinals_into(Lookups *self, PyObject *const *args
     Py_RETURN_NONE;
 }
 
+/* ordinals_into(keys, ordinals): a list or tuple of str keys to int64
+ * ordinals, -1 for an unknown key; strict mode compares the stored key bytes too. Hashed and
+ * placed a block at a time, the fingerprints prefetched before they are compared. */
+static PyObject *Lookups_ordinals_into(Lookups *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "ordinals_into() takes 2 arguments");
+        return NULL;
+    }
+    if (self->memory.buf == NULL) return closed_error();
+    if (!PyList_CheckExact(args[0]) && !PyTuple_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "ordinals_into: keys must be a list or a tuple");
+        return NULL;
+    }
+    Py_buffer out;
+    if (PyObject_GetBuffer(args[1], &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) return NULL;
+    PyObject *keys = args[0];
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(keys);
+    if (out.len != count * 8) {
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_ValueError, "ordinals_into: one 8-byte ordinal out per key");
+        return NULL;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(keys);
+    int64_t *ordinals = (int64_t *)out.buf;
+    const rsv_snapshot *snap = &self->snap;
+    uint64_t hashes[BLOCK], slots[BLOCK];
+    const char *texts[BLOCK];
+    Py_ssize_t lengths[BLOCK];
+    for (Py_ssize_t first = 0; first < count; first += BLOCK) {
+        Py_ssize_t size = count - first < BLOCK ? count - first : BLOCK;
+        for (Py_ssize_t i = 0; i < size; i++) {
+            PyObject *key = items[first + i];
+            const char *text;
+            Py_ssize_t len = 0;
+            if (PyUnicode_Check(key)) {
+                text = PyUnicode_AsUTF8AndSize(key, &len);
+            } else {
+                PyErr_Format(PyExc_TypeError, "a key is a str, not %.100s", Py_TYPE(key)->tp_name);
+                text = NULL;
+            }
+            if (text == NULL) {
+                PyBuffer_Release(&out);
+                return NULL;
+            }
+            texts[i] = text;
+            lengths[i] = len;
+            hashes[i] = XXH3_64bits_withSeed(text, (size_t)len, snap->key_seed);
+            uint64_t s = rsv__slot(hashes[i], snap->key_pilots, snap->key_shift, snap->key_slots,
+                                   snap->n, snap->key_remap);
+            slots[i] = s;
+            if (s < snap->n) __builtin_prefetch(&snap->fingerprints[s]);
+        }
+        for (Py_ssize_t i = 0; i < size; i++) {
+            uint64_t s = slots[i];
+            int64_t found = (s < snap->n && snap->fingerprints[s] == hashes[i]) ? (int64_t)s : -1;
+            if (found >= 0 && (snap->flags & RSV_STRICT)) {
+                size_t len = (size_t)lengths[i], width = snap->key_width;
+                const char *stored = snap->keys + s * width;
+                if (len > width || memcmp(stored, texts[i], len) != 0 ||
+                    (len < width && stored[len] != 0))
+                    found = -1;
+            }
+            ordinals[first + i] = found;
+        }
+    }
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Lookups_release(Lookups *self, PyObject *Py_UNUSED(ignored)) {
     drop(self);
     Py_RETURN_NONE;
@@ -412,6 +481,8 @@ static PyMethodDef Lookups_methods[] = {
      "get_key(token, feed, default=None)"},
     {"feed_ordinals_into", (PyCFunction)(void (*)(void))Lookups_feed_ordinals_into,
      METH_FASTCALL, "feed_ordinals_into(tokens, feed, ordinals, rows=None): int feeds, uint64 in, int64 out."},
+    {"ordinals_into", (PyCFunction)(void (*)(void))Lookups_ordinals_into, METH_FASTCALL,
+     "ordinals_into(keys, ordinals): a list or tuple of str keys to int64 ordinals, -1 unknown."},
     {"release", (PyCFunction)Lookups_release, METH_NOARGS,
      "Drop the buffer exports; the lookups raise ValueError from then on."},
     {NULL, NULL, 0, NULL},

@@ -5,11 +5,14 @@
         r.key(408065, "kite")                  # 'NSE:INFY'
         r.keys(ticks["instrument_token"], "kite")
 
-The single lookups (`token`, `get_token`, `key`, `get_key`) are closures built once per snapshot
-and stored on the instance: every table they touch is a local cell variable and every element
-read goes through a memoryview, because attribute lookups and numpy scalars cost more than the
-lookup itself (`bench/bench_lookup.py` measures it). Batch lookups use numpy over the same
-mapped sections.
+The single lookups (`token`, `get_token`, `key`, `get_key`) and the integer feeds' batch
+reverse lookups are compiled (resolverd/_speedups.c, on the C reader include/resolverd.h)
+wherever setup.py found a C compiler; `Resolver.compiled` says so. Elsewhere, or with
+RESOLVERD_PURE_PYTHON=1, they are functions built once per snapshot from the templates in
+`_hot` and stored on the instance, reading every element through a memoryview, because
+attribute lookups and numpy scalars cost more than the lookup itself (`bench/bench_lookup.py`
+measures it). Both give the same answers. The other batches use numpy over the same mapped
+sections.
 """
 
 from __future__ import annotations
@@ -567,6 +570,10 @@ class Resolver:
 
     def ordinals(self, keys: Sequence[str] | NDArray[Any]) -> NDArray[np.intp]:
         """Each key's ordinal in this snapshot (the row of `records`), -1 for unknown keys."""
+        if self._compiled is not None and isinstance(keys, list | tuple):
+            found = np.empty(len(keys), np.intp)
+            self._compiled.ordinals_into(keys, found)
+            return found
         hashes = self._hash_keys(keys, self.header.key_seed)
         found = phf.query(
             hashes,

@@ -223,3 +223,17 @@ def test_a_2d_batch_of_string_tokens_resolves_row_by_row(universe: bytearray, st
         [k.encode() for k in list(r)[:3]],
         [k.encode() for k in list(r)[3:6]],
     ]
+
+
+def test_batch_forward_lookups_match_the_pure_ones(pair: tuple[Resolver, Resolver]) -> None:
+    compiled, pure = pair
+    keys = list(pure)
+    queries = [*np.random.default_rng(5).permutation(keys).tolist(), *STRANGERS]
+    for batch in (queries, tuple(queries), [], np.array(queries)):
+        assert np.array_equal(compiled.ordinals(batch), pure.ordinals(batch))
+        for broker in pure.brokers:
+            assert np.array_equal(compiled.tokens(batch, broker), pure.tokens(batch, broker))
+    assert (compiled.ordinals(queries)[: len(keys)] >= 0).all()
+    assert (compiled.ordinals(STRANGERS) == -1).all()
+    for bad in ([b"NSE:INFY"], ["NSE:INFY", 5]):
+        assert outcome(compiled.ordinals, bad)[0] == outcome(pure.ordinals, bad)[0] == "TypeError"
