@@ -4,7 +4,8 @@
  * (layout version 2); this header implements that specification and nothing else. The
  * conformance vectors in tests/conformance/ (a snapshot and the answers the Python client
  * gives) are checked against this header by tests/integration/test_c_reader.py, so a layout
- * change that breaks either reader fails the tests.
+ * change that breaks either reader fails the tests. The Python client's compiled lookups
+ * (resolverd/_speedups.c) are built on this header too.
  *
  * Use (POSIX, little-endian hosts; C99 with GCC or Clang for the __atomic builtins):
  *

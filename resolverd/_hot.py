@@ -1,4 +1,7 @@
-"""The single-lookup hot paths, written once and bound to each snapshot's tables.
+"""The pure-Python single-lookup hot paths, written once and bound to each snapshot's tables.
+
+The client uses them where the compiled lookups (resolverd/_speedups.c) were not built, for a
+buffer that is not 8-byte aligned, and under RESOLVERD_PURE_PYTHON=1; both give the same answers.
 
 Every function here is a template: `bind(function, **tables)` copies it with a globals dict
 holding one snapshot's (or one feed's) tables, so each table read is a LOAD_GLOBAL from that
