@@ -18,12 +18,13 @@ import pytest
 
 from resolverd import Resolver
 
-from .data import BROKER, FEED, Universe, build, fresh, shuffled
+from .data import BROKER, FEED, Universe, build, fresh, pure_python, shuffled
 from .peers import LmdbPeer, dict_batch, dict_get_batch, lmdb_missing
 
 SIZE = int(os.environ.get("RESOLVERD_BENCH_SIZE", "100000"))
 RANDOM_BATCH = 1_000
-MODES = {"fingerprint": {}, "strict": {"strict": True}, "cache": {"cache": True}}
+MODES = {"fingerprint": {}, "strict": {"strict": True}, "cache": {"cache": True}, "pure": {}}
+"""Resolver options per mode; "pure" is the fingerprint mode on the pure-Python lookups."""
 
 pytestmark = pytest.mark.bench
 
@@ -35,7 +36,13 @@ def universe() -> Universe:
 
 @pytest.fixture(scope="module")
 def resolvers(universe: Universe) -> Iterator[dict[str, Resolver]]:
-    opened = {mode: Resolver(universe.snapshot, **options) for mode, options in MODES.items()}
+    opened = {
+        mode: Resolver(universe.snapshot, **options)
+        for mode, options in MODES.items()
+        if mode != "pure"
+    }
+    with pure_python():
+        opened["pure"] = Resolver(universe.snapshot, **MODES["pure"])
     yield opened
     for r in opened.values():
         r.close()
@@ -96,7 +103,7 @@ def test_lmdb_hot(benchmark: Any, lmdb_peer: LmdbPeer, hot: tuple[str, int]) -> 
     assert benchmark(lmdb_peer.token, key) == expected
 
 
-@pytest.mark.parametrize("mode", ["fingerprint", "strict"])
+@pytest.mark.parametrize("mode", ["fingerprint", "strict", "pure"])
 @pytest.mark.benchmark(group="token, 1,000 random keys")
 def test_token_random_batch(
     benchmark: Any,
