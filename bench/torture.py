@@ -512,6 +512,14 @@ def _left_over(served: Served, outcome: Outcome, timeout: float = 30.0) -> int:
 # -- the report -----------------------------------------------------------------------------------
 
 
+def _lookups_kind() -> str:
+    """Which lookups the reader processes (which inherit this environment) resolve with."""
+    from resolverd import client
+
+    pure = client._speedups is None or os.environ.get("RESOLVERD_PURE_PYTHON") == "1"
+    return "pure-Python" if pure else "compiled (resolverd/_speedups.c)"
+
+
 def markdown(outcome: Outcome, info: dict[str, Any], command: str, seconds: float) -> str:
     o = outcome
     lines = [
@@ -523,7 +531,8 @@ def markdown(outcome: Outcome, info: dict[str, Any], command: str, seconds: floa
         "Reader processes follow the registry and check every answer against the generation it "
         "was read from while the daemon publishes a different registry in each generation as "
         "fast as it can; then the daemon is killed with SIGKILL at a random moment of a reload "
-        "and restarted, again and again (see `bench/torture.py`).",
+        "and restarted, again and again (see `bench/torture.py`). The readers' lookups are "
+        f"the {_lookups_kind()} ones.",
         "",
         "| figure | value | must be |",
         "|---|---|---|",
