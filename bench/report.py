@@ -133,6 +133,21 @@ def markdown(results: Results, info: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def public_argv(argv: list[str]) -> list[str]:
+    """The arguments a results file records, less what names a path of the machine that ran
+    it: argv[0] is already gone, and --out and its value go too."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            kept.append(arg)
+    return kept
+
+
 def as_json(results: Results, info: dict[str, Any], command: str) -> str:
     rows = []
     for row in results.rows:
@@ -144,7 +159,7 @@ def as_json(results: Results, info: dict[str, Any], command: str) -> str:
     document = {
         "size": results.size,
         "command": command,
-        "argv": sys.argv[1:],  # not argv[0], a path of the machine that ran it
+        "argv": public_argv(sys.argv[1:]),
         "machine": info,
         "load_average_before": results.load_before,
         "rows": rows,
