@@ -414,7 +414,8 @@ def _compile_and_time(
                 for k in sample[:3]
             ),
             "",
-            f"token(key, broker)  hot {forward_ns:6.0f} ns per lookup (fingerprint mode)",
+            f"token(key, broker)  hot {forward_ns:6.0f} ns per lookup (fingerprint mode, "
+            + ("compiled lookups)" if resolver.compiled else "pure-Python lookups)"),
             f"key(token, feed)    hot {reverse_ns:6.0f} ns per lookup",
             f"tokens(keys)        {(t6 - t5) / len(picks):6.0f} ns per key, batch of "
             f"{len(picks):,}",
