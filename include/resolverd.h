@@ -334,14 +334,21 @@ RSV__INLINE int64_t rsv_ordinal(const rsv_snapshot *snap, const char *key, size_
     return (s < snap->n && snap->fingerprints[s] == h) ? (int64_t)s : -1;
 }
 
+/* Whether ordinal s (< n) stores exactly these key bytes, NUL padding aside: strict mode's
+ * check after the fingerprint's. */
+RSV__INLINE int rsv__stores_key(const rsv_snapshot *snap, uint64_t s, const char *key,
+                                size_t key_len) {
+    if (key_len > snap->key_width) return 0;
+    const char *stored = snap->keys + (size_t)s * snap->key_width;
+    if (memcmp(stored, key, key_len) != 0) return 0;
+    return key_len == snap->key_width || stored[key_len] == 0;
+}
+
 /* The key's ordinal comparing the stored key bytes as well as the fingerprint, or -1. */
 RSV__INLINE int64_t rsv_ordinal_strict(const rsv_snapshot *snap, const char *key,
                                        size_t key_len) {
     int64_t s = rsv_ordinal(snap, key, key_len);
-    if (s < 0 || key_len > snap->key_width) return -1;
-    const char *stored = snap->keys + (size_t)s * snap->key_width;
-    if (memcmp(stored, key, key_len) != 0) return -1;
-    return (key_len == snap->key_width || stored[key_len] == 0) ? s : -1;
+    return (s >= 0 && rsv__stores_key(snap, (uint64_t)s, key, key_len)) ? s : -1;
 }
 
 RSV__INLINE int64_t rsv__find(const rsv_snapshot *snap, const char *key, size_t key_len) {

@@ -442,22 +442,16 @@ static PyObject *Lookups_ordinals_into(Lookups *self, PyObject *const *args, Py_
             }
             texts[i] = text;
             lengths[i] = len;
-            hashes[i] = XXH3_64bits_withSeed(text, (size_t)len, snap->key_seed);
-            uint64_t s = rsv__slot(hashes[i], snap->key_pilots, snap->key_shift, snap->key_slots,
-                                   snap->n, snap->key_remap);
+            uint64_t s = rsv__key_slot(snap, text, (size_t)len, &hashes[i]);
             slots[i] = s;
             if (s < snap->n) __builtin_prefetch(&snap->fingerprints[s]);
         }
         for (Py_ssize_t i = 0; i < size; i++) {
             uint64_t s = slots[i];
             int64_t found = (s < snap->n && snap->fingerprints[s] == hashes[i]) ? (int64_t)s : -1;
-            if (found >= 0 && (snap->flags & RSV_STRICT)) {
-                size_t len = (size_t)lengths[i], width = snap->key_width;
-                const char *stored = snap->keys + s * width;
-                if (len > width || memcmp(stored, texts[i], len) != 0 ||
-                    (len < width && stored[len] != 0))
-                    found = -1;
-            }
+            if (found >= 0 && (snap->flags & RSV_STRICT) &&
+                !rsv__stores_key(snap, s, texts[i], (size_t)lengths[i]))
+                found = -1;
             ordinals[first + i] = found;
         }
     }
