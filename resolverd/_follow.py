@@ -40,7 +40,7 @@ from time import monotonic
 from typing import Any
 
 from . import _hot
-from .client import Resolver, _map_file
+from .client import Resolver, _map_file, _unmap
 from .errors import LayoutError, ResolverError, UnavailableError
 from .shm_layout import CONTROL_SEQUENCE_OFFSET, ControlState, control_file_name, read_control
 
@@ -319,18 +319,6 @@ class Following(Resolver):
         current = self.__dict__.get("_current")
         generation = current.generation if current is not None else "closed"
         return f"<Following {self.name!r} in {self.directory} at generation {generation}>"
-
-
-def _unmap(words: memoryview | None, control: mmap.mmap | None) -> None:
-    """Release a control file's words and unmap it, unless the compiled lookups of a
-    generation still alive hold them: then reference counting unmaps it with the last one."""
-    try:
-        if words is not None:
-            words.release()
-        if control is not None:
-            control.close()
-    except BufferError:
-        pass
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

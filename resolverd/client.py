@@ -612,11 +612,9 @@ class Resolver:
             values = np.asarray(tokens)
             if values.dtype.kind not in "ui":
                 raise TypeError(f"feed {feed} has integer tokens; got an array of {values.dtype}")
-            compiled = self._compiled
-            if compiled is not None and (values.dtype.kind == "u" or not (values < 0).any()):
-                found = np.empty(values.shape, np.intp)
-                compiled.feed_ordinals_into(np.ascontiguousarray(values, np.uint64), feed, found)
-                return found
+            compiled_found = self._compiled_reverse(values, feed)
+            if compiled_found is not None:
+                return compiled_found
             wanted = values.astype(np.uint64, copy=False)
             hashes = phf.int_token_hash(wanted, table.seed)
         else:
@@ -639,18 +637,28 @@ class Resolver:
         found[~hit] = -1
         return found
 
+    def _compiled_reverse(
+        self, values: NDArray[Any], feed: str, rows: NDArray[np.bytes_] | None = None
+    ) -> NDArray[np.intp] | None:
+        """An integer feed's batch of integer tokens in C: their ordinals, and with `rows`
+        their key rows written there; None where the numpy path answers instead (no compiled
+        lookups, or a negative token, which uint64 would wrap into a real one)."""
+        compiled = self._compiled
+        if compiled is None or (values.dtype.kind == "i" and (values < 0).any()):
+            return None
+        found = np.empty(values.shape, np.intp)
+        compiled.feed_ordinals_into(np.ascontiguousarray(values, np.uint64), feed, found, rows)
+        return found
+
     def keys(self, tokens: ArrayLike, feed: str) -> NDArray[np.bytes_]:
         """The key of every token of a feed, as fixed-width UTF-8 bytes (numpy ``S``), b''
         where the feed does not have the token. ``.astype(str)`` makes them str."""
-        compiled = self._compiled
-        if compiled is not None and _named("feed", self._feeds, feed).kind == KIND_INT:
+        if self._compiled is not None and _named("feed", self._feeds, feed).kind == KIND_INT:
             values = np.asarray(tokens)
-            if values.dtype.kind == "u" or (values.dtype.kind == "i" and not (values < 0).any()):
+            if values.dtype.kind in "ui":
                 rows = np.empty(values.shape, self._keys.dtype)
-                found = np.empty(values.shape, np.intp)
-                wanted = np.ascontiguousarray(values, np.uint64)
-                compiled.feed_ordinals_into(wanted, feed, found, rows)
-                return rows
+                if self._compiled_reverse(values, feed, rows) is not None:
+                    return rows
         found = self.feed_ordinals(tokens, feed)
         out = self._keys.take(found)  # take() gathers wide rows about 2x faster than [found]
         out[found < 0] = b""
@@ -805,18 +813,26 @@ class Resolver:
             view.release()
         self._exports.clear()
         buffer, self._buffer = self._buffer, None
-        try:
-            memory.release()
-            if self._owns_buffer and isinstance(buffer, mmap.mmap):
-                buffer.close()
-        except BufferError:
-            pass  # an outside array still views it; reference counting unmaps it later
+        _unmap(memory, buffer if self._owns_buffer and isinstance(buffer, mmap.mmap) else None)
 
     def __enter__(self) -> Resolver:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _unmap(view: memoryview | None, mapping: mmap.mmap | None) -> None:
+    """Release a view of a mapping and unmap it, unless something else still views it (a
+    numpy array handed out, the compiled lookups of a generation still alive): reference
+    counting then unmaps it with the last view."""
+    try:
+        if view is not None:
+            view.release()
+        if mapping is not None:
+            mapping.close()
+    except BufferError:
+        pass
 
 
 def _compiled_lookups(memory: memoryview, strict: bool, **follow: Any) -> Any:
